@@ -1,0 +1,38 @@
+"""BERT base (110M): 12 layers, 768 wide, 12 heads, sequence 512, masked LM (as RoBERTa: no NSP).
+
+Needs a real corpus: --config.data.path=GLOB (and an accelerator).
+"""
+
+from jaxlm.config import base_config
+
+
+def get_config():
+    config = base_config()
+    config.data.source = "text"
+    config.data.seq_len = 512
+    config.data.batch_size = 256
+    config.data.val_fraction = 0.005
+    config.data.tokenizer.model_type = "unigram"
+    config.data.tokenizer.vocab_size = 30522
+
+    config.model.family = "bert"
+    config.model.num_layers = 12
+    config.model.width = 768
+    config.model.num_heads = 12
+    config.model.dropout = 0.1
+    config.model.dtype = "bfloat16"
+
+    config.train.steps = 1_000_000
+    config.train.learning_rate = 1e-4
+    config.train.warmup_steps = 10_000
+    config.train.decay = "linear"
+    config.train.end_learning_rate = 0.0
+    config.train.b2 = 0.999
+    config.train.eps = 1e-6
+    config.train.weight_decay = 0.01
+
+    config.eval.every = 10_000
+    config.eval.max_batches = 20
+    config.log.every = 100
+    config.sample.prompt = "The capital of France is Paris, and it is known for its museums."
+    return config

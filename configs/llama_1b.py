@@ -1,0 +1,37 @@
+"""A 1.1B LLaMA-style model (TinyLlama's shape): 22 layers, 2048 wide, 32 heads, 4 KV heads, context 2048.
+
+Needs a real corpus: --config.data.path=GLOB (and accelerators).
+"""
+
+from jaxlm.config import base_config
+
+
+def get_config():
+    config = base_config()
+    config.data.source = "text"
+    config.data.seq_len = 2048
+    config.data.batch_size = 512  # ~1M tokens a step
+    config.data.val_fraction = 0.001
+    config.data.tokenizer.vocab_size = 32000
+
+    config.model.family = "llama"
+    config.model.num_layers = 22
+    config.model.width = 2048
+    config.model.num_heads = 32
+    config.model.num_kv_heads = 4
+    config.model.mlp_dim = 5632
+    config.model.dtype = "bfloat16"
+    config.model.remat = "dots"
+
+    config.train.steps = 1_000_000
+    config.train.learning_rate = 4e-4
+    config.train.warmup_steps = 2000
+    config.train.end_learning_rate = 4e-5
+    config.train.b2 = 0.95
+    config.train.weight_decay = 0.1
+    config.train.grad_accum_steps = 8
+
+    config.eval.every = 5000
+    config.eval.max_batches = 20
+    config.log.every = 100
+    return config

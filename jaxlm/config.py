@@ -1,0 +1,170 @@
+"""The run configuration: every field, its default and its meaning, and the checks made at start.
+
+Recipes in `configs/` call `base_config()` and set only what differs, so this file is the one table
+of what a field means. `validate(config)` runs before anything is built; a bad value raises
+`ConfigError` naming the field, which `run_pretrain.py` prints as one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+FAMILIES = ("gpt2", "llama", "bert")
+
+
+class ConfigError(ValueError):
+    """A config field holds a value the run cannot use; the message names the field."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Every field a run reads, with defaults for a small causal model on the built-in corpus."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0  # Seeds parameter init, data order, MLM masking and dropout.
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "builtin"  # "builtin" (CPython's own documentation, offline) or "text" (files at data.path).
+    c.data.path = ""  # With source="text": a file or glob of UTF-8 text files, one document each.
+    c.data.seq_len = 128  # Tokens per row; rows pack several documents, kept apart by segment_ids.
+    c.data.batch_size = 16  # Global batch size in rows. Must be divisible by train.grad_accum_steps.
+    c.data.val_fraction = 0.05  # Last fraction of the token stream held out for validation (0 = none).
+    c.data.mask_prob = 0.15  # MLM only: fraction of tokens chosen for prediction (BERT: 0.15).
+    c.data.tokenizer = ml_collections.ConfigDict()
+    c.data.tokenizer.kind = "sentencepiece"  # "sentencepiece" (trained or loaded) or "char" (one token per character).
+    c.data.tokenizer.path = ""  # A sentencepiece .model to load; empty = train one and cache it in the workdir.
+    c.data.tokenizer.model_type = "bpe"  # Sentencepiece algorithm when training: "bpe" or "unigram".
+    c.data.tokenizer.vocab_size = 2048  # Sentencepiece vocabulary size when training (specials included).
+
+    c.model = ml_collections.ConfigDict()
+    c.model.family = "llama"  # "gpt2", "llama" or "bert": sets norms, positions, FFN, attention and head.
+    c.model.num_layers = 4  # Transformer blocks.
+    c.model.width = 256  # Model width D (embedding size).
+    c.model.num_heads = 4  # Attention heads H. Must divide width.
+    c.model.num_kv_heads = -1  # Key/value heads for grouped-query attention; -1 = num_heads (plain MHA).
+    c.model.mlp_dim = -1  # FFN hidden width F; -1 = the family's rule (4*D, or 8/3*D rounded up for SwiGLU).
+    c.model.max_len = -1  # Longest sequence the positions cover; -1 = data.seq_len.
+    c.model.vocab_size = -1  # Embedding rows; -1 = the tokenizer's vocabulary. Must be >= the tokenizer's.
+    c.model.dropout = 0.0  # Dropout rate on embeddings, attention output and FFN output.
+    c.model.dtype = "float32"  # Compute dtype: "float32" or "bfloat16" (parameters stay float32).
+    c.model.remat = "none"  # Rematerialise each block in the backward pass: "none", "full" or "dots".
+
+    c.train = ml_collections.ConfigDict()
+    c.train.steps = 600  # Optimizer steps.
+    c.train.learning_rate = 3e-3  # Peak learning rate, reached after warmup.
+    c.train.warmup_steps = 50  # Linear warmup from 0 to learning_rate.
+    c.train.decay = "cosine"  # After warmup: "cosine", "linear" or "constant".
+    c.train.end_learning_rate = 3e-4  # Learning rate at the last step (cosine and linear).
+    c.train.b1 = 0.9  # AdamW beta1.
+    c.train.b2 = 0.95  # AdamW beta2.
+    c.train.eps = 1e-8  # AdamW epsilon.
+    c.train.weight_decay = 0.1  # Decoupled weight decay, on matrices only (not norms, biases, embeddings).
+    c.train.decay_embeddings = False  # Also decay the embedding tables (nanoGPT does).
+    c.train.clip_norm = 1.0  # Clip gradients to this global norm (0 = off).
+    c.train.grad_accum_steps = 1  # Micro-batches per step, accumulated inside the jitted step.
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.every = 200  # Evaluate every this many steps and at the end (0 = only at the end).
+    c.eval.max_batches = 50  # Cap on validation batches per evaluation (0 = the whole split).
+
+    c.log = ml_collections.ConfigDict()
+    c.log.every = 25  # Print a progress line every this many steps.
+
+    c.sample = ml_collections.ConfigDict()
+    c.sample.prompt = "The "  # Causal: text to continue at the end. MLM: a sentence with words to mask.
+    c.sample.num_tokens = 64  # Causal: tokens to generate.
+    c.sample.temperature = 0.8  # Causal: sampling temperature (0 = greedy).
+    return c
+
+
+def _fail(field: str, value, why: str) -> None:
+    raise ConfigError(f"config.{field}={value!r}: {why}")
+
+
+def _positive(config: ml_collections.ConfigDict, *fields: str) -> None:
+    for field in fields:
+        value = _get(config, field)
+        if not isinstance(value, int) or value <= 0:
+            _fail(field, value, "must be a positive integer")
+
+
+def _get(config: ml_collections.ConfigDict, field: str):
+    node = config
+    for part in field.split("."):
+        node = node[part]
+    return node
+
+
+def _choice(config: ml_collections.ConfigDict, field: str, choices: tuple[str, ...]) -> None:
+    value = _get(config, field)
+    if value not in choices:
+        _fail(field, value, f"must be one of {', '.join(choices)}")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError for the first field whose value the run cannot use."""
+    _choice(config, "model.family", FAMILIES)
+    _choice(config, "data.source", ("builtin", "text"))
+    _choice(config, "data.tokenizer.kind", ("sentencepiece", "char"))
+    _choice(config, "data.tokenizer.model_type", ("bpe", "unigram"))
+    _choice(config, "model.dtype", ("float32", "bfloat16"))
+    _choice(config, "model.remat", ("none", "full", "dots"))
+    _choice(config, "train.decay", ("cosine", "linear", "constant"))
+    _positive(config, "data.seq_len", "data.batch_size", "model.num_layers", "model.width",
+              "model.num_heads", "train.steps", "train.grad_accum_steps", "log.every")
+    if config.data.source == "text" and not config.data.path:
+        _fail("data.path", config.data.path, 'data.source="text" needs a file or glob to read')
+
+    m = config.model
+    if m.width % m.num_heads:
+        _fail("model.num_heads", m.num_heads, f"does not divide model.width={m.width}")
+    kv_heads = m.num_heads if m.num_kv_heads == -1 else m.num_kv_heads
+    if not isinstance(kv_heads, int) or kv_heads <= 0 or m.num_heads % kv_heads:
+        _fail("model.num_kv_heads", m.num_kv_heads, f"must divide model.num_heads={m.num_heads} (or be -1)")
+    if m.family == "llama" and (m.width // m.num_heads) % 2:
+        _fail("model.num_heads", m.num_heads, "RoPE needs an even head dimension width/num_heads")
+    if m.mlp_dim != -1 and (not isinstance(m.mlp_dim, int) or m.mlp_dim <= 0):
+        _fail("model.mlp_dim", m.mlp_dim, "must be a positive integer (or -1)")
+    if m.max_len != -1 and (not isinstance(m.max_len, int) or m.max_len < config.data.seq_len):
+        _fail("model.max_len", m.max_len, f"must be >= data.seq_len={config.data.seq_len} (or -1)")
+    if m.vocab_size != -1 and (not isinstance(m.vocab_size, int) or m.vocab_size <= 0):
+        _fail("model.vocab_size", m.vocab_size, "must be a positive integer (or -1 for the tokenizer's)")
+    if not 0.0 <= m.dropout < 1.0:
+        _fail("model.dropout", m.dropout, "must be in [0, 1)")
+
+    if config.data.batch_size % config.train.grad_accum_steps:
+        _fail("data.batch_size", config.data.batch_size,
+              f"is not divisible by train.grad_accum_steps={config.train.grad_accum_steps}")
+    if not 0.0 <= config.data.val_fraction < 1.0:
+        _fail("data.val_fraction", config.data.val_fraction, "must be in [0, 1)")
+    if not 0.0 < config.data.mask_prob < 1.0:
+        _fail("data.mask_prob", config.data.mask_prob, "must be in (0, 1)")
+    if config.data.tokenizer.kind == "sentencepiece" and not config.data.tokenizer.path:
+        _positive(config, "data.tokenizer.vocab_size")
+
+    t = config.train
+    if t.learning_rate <= 0:
+        _fail("train.learning_rate", t.learning_rate, "must be > 0")
+    if not 0 <= t.warmup_steps <= t.steps:
+        _fail("train.warmup_steps", t.warmup_steps, f"must be in [0, train.steps={t.steps}]")
+    if t.end_learning_rate < 0:
+        _fail("train.end_learning_rate", t.end_learning_rate, "must be >= 0")
+    if t.weight_decay < 0:
+        _fail("train.weight_decay", t.weight_decay, "must be >= 0")
+    if t.clip_norm < 0:
+        _fail("train.clip_norm", t.clip_norm, "must be >= 0 (0 = off)")
+    if config.eval.every < 0:
+        _fail("eval.every", config.eval.every, "must be >= 0 (0 = only at the end)")
+    if config.eval.max_batches < 0:
+        _fail("eval.max_batches", config.eval.max_batches, "must be >= 0 (0 = the whole split)")
+
+
+def check_vocab(config: ml_collections.ConfigDict, tokenizer_vocab_size: int) -> None:
+    """Raises ConfigError when the model's embedding cannot hold every id the tokenizer makes."""
+    if config.model.vocab_size != -1 and config.model.vocab_size < tokenizer_vocab_size:
+        _fail("model.vocab_size", config.model.vocab_size,
+              f"is smaller than the tokenizer's vocabulary ({tokenizer_vocab_size}); "
+              "set it to -1 or at least that size")
+
+
+def objective(config: ml_collections.ConfigDict) -> str:
+    """The training objective the model family implies: "mlm" for bert, "causal" otherwise."""
+    return "mlm" if config.model.family == "bert" else "causal"

@@ -1,0 +1,95 @@
+"""Small building blocks: a dense layer over several axes, LayerNorm, RMSNorm, activations.
+
+Every parameter is an `nnx.Param` whose `axes` metadata holds one logical axis name per dimension
+("embed", "heads", "kv_heads", "head_dim", "mlp", "vocab", ...). The parallel room maps those names
+to mesh axes; no module here ever names a mesh axis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Initializer = Callable[[jax.Array, Sequence[int], jnp.dtype], jax.Array]
+
+
+def param(rngs: nnx.Rngs, init: Initializer, shape: Sequence[int], axes: Sequence[str]) -> nnx.Param:
+    """A float32 parameter with logical axis names, one per dimension."""
+    assert len(shape) == len(axes), f"shape {shape} and axes {axes} differ in rank"
+    return nnx.Param(init(rngs.params(), tuple(shape), jnp.float32), axes=tuple(axes))
+
+
+class Dense(nnx.Module):
+    """y = x W + b, contracting the last len(in_shape) axes of x against W[*in_shape, *out_shape]."""
+
+    def __init__(self, in_shape: Sequence[int], out_shape: Sequence[int], *, in_axes: Sequence[str],
+                 out_axes: Sequence[str], use_bias: bool, std: float, dtype: str, rngs: nnx.Rngs):
+        self.in_rank = len(in_shape)
+        self.dtype = jnp.dtype(dtype)
+        self.kernel = param(rngs, nnx.initializers.normal(std), (*in_shape, *out_shape),
+                            (*in_axes, *out_axes))
+        self.bias = (param(rngs, nnx.initializers.zeros, out_shape, out_axes) if use_bias else None)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        contract = (tuple(range(x.ndim - self.in_rank, x.ndim)), tuple(range(self.in_rank)))
+        y = jax.lax.dot_general(x.astype(self.dtype), self.kernel[...].astype(self.dtype),
+                                (contract, ((), ())))
+        if self.bias is not None:
+            y = y + self.bias[...].astype(self.dtype)
+        return y
+
+
+class LayerNorm(nnx.Module):
+    """LayerNorm over the last axis, computed in float32 and returned in the input's dtype."""
+
+    def __init__(self, width: int, *, eps: float, use_bias: bool = True, rngs: nnx.Rngs):
+        self.eps = eps
+        self.scale = param(rngs, nnx.initializers.ones, (width,), ("embed",))
+        self.bias = param(rngs, nnx.initializers.zeros, (width,), ("embed",)) if use_bias else None
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        mean = x32.mean(-1, keepdims=True)
+        var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+        y = (x32 - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...]
+        if self.bias is not None:
+            y = y + self.bias[...]
+        return y.astype(x.dtype)
+
+
+class RMSNorm(nnx.Module):
+    """RMSNorm over the last axis (LLaMA), computed in float32 and returned in the input's dtype."""
+
+    def __init__(self, width: int, *, eps: float, rngs: nnx.Rngs):
+        self.eps = eps
+        self.scale = param(rngs, nnx.initializers.ones, (width,), ("embed",))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        y = x32 * jax.lax.rsqrt(jnp.square(x32).mean(-1, keepdims=True) + self.eps)
+        return (y * self.scale[...]).astype(x.dtype)
+
+
+def make_norm(kind: str, width: int, eps: float, rngs: nnx.Rngs) -> LayerNorm | RMSNorm:
+    """The family's normalisation layer."""
+    if kind == "rmsnorm":
+        return RMSNorm(width, eps=eps, rngs=rngs)
+    return LayerNorm(width, eps=eps, rngs=rngs)
+
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # BERT
+    "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),  # GPT-2's "gelu_new"
+    "silu": jax.nn.silu,  # LLaMA's SwiGLU gate
+}
+
+
+def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+    """Inverted dropout; the identity when rate is 0 or no key is given (evaluation)."""
+    if rate == 0.0 or key is None:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)

@@ -1,0 +1,116 @@
+"""The Transformer: embeddings, a scanned stack of blocks, the final norm and the output head.
+
+One story from token ids to logits for all three families (see config.FAMILY_ARCHITECTURES).
+Shape letters: B batch, L length, D width, V vocab, N layers.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxlm.model.attention import attention_mask
+from jaxlm.model.block import Block
+from jaxlm.model.config import ModelConfig
+from jaxlm.model.embeddings import Embed, rope_tables
+from jaxlm.model.layers import ACTIVATIONS, Dense, dropout, make_norm, param
+
+REMAT_POLICIES = {
+    "full": None,  # save nothing inside a block; recompute it all in the backward pass
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep matmul outputs
+}
+
+
+def _stacked_blocks(cfg: ModelConfig, rngs: nnx.Rngs) -> Block:
+    """N blocks as one Block whose parameters carry a leading "layers" axis, ready for lax.scan."""
+    keys_N = jax.random.split(rngs.params(), cfg.num_layers)
+    graphdef, _ = nnx.split(nnx.eval_shape(lambda: Block(cfg, rngs=nnx.Rngs(0))))
+    state = jax.vmap(lambda key: nnx.state(Block(cfg, rngs=nnx.Rngs(key))))(keys_N)
+    state = jax.tree.map(lambda v: nnx.Param(v[...], axes=("layers", *v.axes)), state,
+                         is_leaf=lambda v: isinstance(v, nnx.Variable))
+    return nnx.merge(graphdef, state)
+
+
+class MlmHead(nnx.Module):
+    """BERT's MLM head: dense D->D, activation, LayerNorm; the tied decoder's bias lives here."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.activation = ACTIVATIONS[cfg.activation]
+        self.transform = Dense((cfg.width,), (cfg.width,), in_axes=("embed",), out_axes=("embed",),
+                               use_bias=True, std=cfg.init_std, dtype=cfg.dtype, rngs=rngs)
+        self.norm = make_norm(cfg.norm, cfg.width, cfg.norm_eps, rngs)
+        self.decoder_bias = param(rngs, nnx.initializers.zeros, (cfg.vocab_size,), ("vocab",))
+
+    def __call__(self, x_BxLxD: jax.Array, embed: Embed) -> jax.Array:
+        h_BxLxD = self.norm(self.activation(self.transform(x_BxLxD)))
+        return embed.attend(h_BxLxD) + self.decoder_bias[...].astype(h_BxLxD.dtype)
+
+
+class Transformer(nnx.Module):
+    """Token ids [B, L] -> logits [B, L, V]; causal or bidirectional, packed-segment aware."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        embed = dict(std=cfg.init_std, dtype=cfg.dtype, rngs=rngs)
+        self.token_embed = Embed(cfg.vocab_size, cfg.width, axis="vocab", **embed)
+        self.position_embed = (Embed(cfg.max_len, cfg.width, axis="positions", **embed)
+                               if cfg.positions == "learned" else None)
+        self.type_embed = (Embed(cfg.type_vocab_size, cfg.width, axis="types", **embed)
+                           if cfg.type_vocab_size else None)
+        # Post-LN (BERT) normalises the embeddings; pre-LN families normalise after the last block.
+        self.embed_norm = (make_norm(cfg.norm, cfg.width, cfg.norm_eps, rngs)
+                           if cfg.norm_position == "post" else None)
+        self.blocks = _stacked_blocks(cfg, rngs)
+        self.final_norm = (make_norm(cfg.norm, cfg.width, cfg.norm_eps, rngs)
+                           if cfg.norm_position == "pre" else None)
+        self.lm_head = (Dense((cfg.width,), (cfg.vocab_size,), in_axes=("embed",), out_axes=("vocab",),
+                              use_bias=False, std=cfg.init_std, dtype=cfg.dtype, rngs=rngs)
+                        if cfg.head == "lm" and not cfg.tied_embeddings else None)
+        self.mlm_head = MlmHead(cfg, rngs=rngs) if cfg.head == "mlm" else None
+
+    def encode(self, inputs_BxL: jax.Array, positions_BxL: jax.Array, segment_ids_BxL: jax.Array,
+               token_types_BxL: jax.Array | None = None,
+               dropout_key: jax.Array | None = None) -> jax.Array:
+        """The final hidden states [B, L, D] (before the output head)."""
+        cfg = self.cfg
+        keys = jax.random.split(dropout_key) if dropout_key is not None else (None, None)
+        x_BxLxD = self.token_embed(inputs_BxL)
+        if self.position_embed is not None:
+            x_BxLxD = x_BxLxD + self.position_embed(positions_BxL)
+        if self.type_embed is not None:
+            types_BxL = token_types_BxL if token_types_BxL is not None else jnp.zeros_like(inputs_BxL)
+            x_BxLxD = x_BxLxD + self.type_embed(types_BxL)
+        if self.embed_norm is not None:
+            x_BxLxD = self.embed_norm(x_BxLxD)
+        x_BxLxD = dropout(x_BxLxD, cfg.dropout, keys[0])
+
+        mask_Bx1xLxL = attention_mask(segment_ids_BxL, cfg.causal)
+        rope = (rope_tables(positions_BxL, cfg.head_dim, cfg.rope_theta)
+                if cfg.positions == "rope" else None)
+        block_keys_N = (jax.random.split(keys[1], cfg.num_layers) if keys[1] is not None
+                        else jnp.zeros((cfg.num_layers,), dtype=bool))
+        graphdef, stacked_state = nnx.split(self.blocks)
+
+        def one_block(x_BxLxD, layer):
+            state, key = layer
+            block_key = key if dropout_key is not None else None
+            return nnx.merge(graphdef, state)(x_BxLxD, mask_Bx1xLxL, rope, block_key), None
+
+        if cfg.remat != "none":
+            one_block = jax.checkpoint(one_block, policy=REMAT_POLICIES[cfg.remat])
+        x_BxLxD, _ = jax.lax.scan(one_block, x_BxLxD, (stacked_state, block_keys_N))
+        if self.final_norm is not None:
+            x_BxLxD = self.final_norm(x_BxLxD)
+        return x_BxLxD
+
+    def __call__(self, inputs_BxL: jax.Array, positions_BxL: jax.Array, segment_ids_BxL: jax.Array,
+                 token_types_BxL: jax.Array | None = None,
+                 dropout_key: jax.Array | None = None) -> jax.Array:
+        """Logits [B, L, V] in the compute dtype."""
+        x_BxLxD = self.encode(inputs_BxL, positions_BxL, segment_ids_BxL, token_types_BxL, dropout_key)
+        if self.mlm_head is not None:
+            return self.mlm_head(x_BxLxD, self.token_embed)
+        if self.lm_head is not None:
+            return self.lm_head(x_BxLxD)
+        return self.token_embed.attend(x_BxLxD)

@@ -1,0 +1,109 @@
+"""Config checks at start: every recipe builds, and each bad field is one line that names it."""
+
+import glob
+import importlib.util
+import os
+
+import jax
+import pytest
+from flax import nnx
+
+from jaxlm.config import ConfigError, base_config, check_vocab, validate
+from jaxlm.model import Transformer, model_config_from
+
+CONFIG_FILES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "configs", "*.py")))
+
+
+def _load(path):
+    spec = importlib.util.spec_from_file_location("recipe", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def test_recipes_are_all_there():
+    names = {os.path.basename(p) for p in CONFIG_FILES}
+    assert {"default.py", "bert_tiny.py", "shakespeare_char.py", "gpt2_small.py", "llama_1b.py",
+            "bert_base.py"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
+def test_each_recipe_validates_and_builds(path):
+    config = _load(path)
+    if config.data.source == "text":
+        config.data.path = "corpus.txt"  # recipes for real corpora leave the path to the user
+    validate(config)
+    vocab = config.model.vocab_size if config.model.vocab_size != -1 else config.data.tokenizer.vocab_size
+    model_cfg = model_config_from(config, vocab)
+    # eval_shape: a 1B model costs no memory here.
+    state = nnx.state(nnx.eval_shape(lambda: Transformer(model_cfg, rngs=nnx.Rngs(0))))
+    count = sum(x.size for x in jax.tree.leaves(state))
+    expected_millions = {"gpt2_small.py": 124, "llama_1b.py": 1100, "bert_base.py": 110}
+    name = os.path.basename(path)
+    if name in expected_millions:
+        assert abs(count / 1e6 - expected_millions[name]) / expected_millions[name] < 0.08, count
+
+
+def test_gpt2_small_has_gpt2_small_shape():
+    config = _load(os.path.join(os.path.dirname(CONFIG_FILES[0]), "gpt2_small.py"))
+    model = config.model
+    assert (model.num_layers, model.width, model.num_heads, config.data.seq_len) == (12, 768, 12, 1024)
+
+
+BAD_FIELDS = [
+    ("model.family", "gpt5", "must be one of gpt2, llama, bert"),
+    ("model.num_heads", 3, "does not divide model.width=256"),
+    ("model.num_kv_heads", 3, "must divide model.num_heads=4"),
+    ("model.num_layers", 0, "must be a positive integer"),
+    ("model.dtype", "float16", "must be one of float32, bfloat16"),
+    ("model.remat", "some", "must be one of none, full, dots"),
+    ("model.max_len", 16, "must be >= data.seq_len=128"),
+    ("model.dropout", 1.5, "must be in [0, 1)"),
+    ("data.source", "web", "must be one of builtin, text"),
+    ("data.batch_size", 10, "is not divisible by train.grad_accum_steps=4"),
+    ("data.seq_len", -1, "must be a positive integer"),
+    ("data.val_fraction", 1.0, "must be in [0, 1)"),
+    ("data.mask_prob", 0.0, "must be in (0, 1)"),
+    ("data.tokenizer.kind", "wordpiece", "must be one of sentencepiece, char"),
+    ("train.learning_rate", -1.0, "must be > 0"),
+    ("train.warmup_steps", 10_000, "must be in [0, train.steps=600]"),
+    ("train.decay", "step", "must be one of cosine, linear, constant"),
+    ("train.clip_norm", -1.0, "must be >= 0"),
+]
+
+
+@pytest.mark.parametrize("field,value,message", BAD_FIELDS, ids=[f for f, _, _ in BAD_FIELDS])
+def test_each_bad_field_is_named_in_one_line(field, value, message):
+    config = base_config()
+    if field == "data.batch_size":
+        config.train.grad_accum_steps = 4
+    section, _, name = field.rpartition(".")
+    node = config
+    for part in section.split("."):
+        node = node[part]
+    node[name] = value
+    with pytest.raises(ConfigError) as error:
+        validate(config)
+    text = str(error.value)
+    assert text.startswith(f"config.{field}={value!r}: ") and message in text and "\n" not in text
+
+
+def test_text_source_needs_a_path():
+    config = base_config()
+    config.data.source = "text"
+    with pytest.raises(ConfigError, match="config.data.path"):
+        validate(config)
+
+
+def test_model_vocab_smaller_than_the_tokenizer_is_refused():
+    config = base_config()
+    config.model.vocab_size = 100
+    with pytest.raises(ConfigError, match=r"config.model.vocab_size=100: is smaller than the "
+                                          r"tokenizer's vocabulary \(2048\)"):
+        check_vocab(config, 2048)
+    config.model.vocab_size = 4096
+    check_vocab(config, 2048)
+
+
+def test_default_config_is_valid():
+    validate(base_config())
