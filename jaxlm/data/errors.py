@@ -1,0 +1,5 @@
+"""The one error the data room raises for problems a user fixes in the config or on disk."""
+
+
+class DataError(ValueError):
+    """The data the config points at cannot be used; the message names the field and what to do."""

@@ -1,0 +1,309 @@
+"""Tokenizers with one fixed layout of special ids: per character, or a sentencepiece model.
+
+Every kind puts pad, unk, bos, eos and mask at ids 0..4, so packing, masking and the model never
+ask which tokenizer they were given. `build_tokenizer` loads one from `config.data.tokenizer.path`
+or trains one and caches it in the workdir, keyed by its settings and a hash of the corpus.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import json
+import logging
+import os
+import pathlib
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Protocol
+
+import ml_collections
+import numpy as np
+import sentencepiece as spm
+
+from jaxlm.data.errors import DataError
+
+log = logging.getLogger(__name__)
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID, MASK_ID = range(5)
+SPECIAL_PIECES = ("<pad>", "<unk>", "<s>", "</s>", "<mask>")
+
+# Bounds the sentencepiece trainer's memory on a large corpus.
+_MAX_SENTENCES = 1_000_000
+# Sentencepiece skips sentences over 4192 bytes; 1024 characters are at most 4096 UTF-8 bytes.
+_MAX_SENTENCE_CHARS = 1024
+# Bump when training options change, so caches made by older code are retrained.
+_CACHE_VERSION = 1
+_SETTINGS_FILE = "settings.json"
+
+
+class Tokenizer(Protocol):
+    """Text to ids and back, with pad=0, unk=1, bos=2, eos=3, mask=4 for every kind."""
+
+    vocab_size: int
+    pad_id: int
+    unk_id: int
+    bos_id: int
+    eos_id: int
+    mask_id: int
+    special_ids: frozenset[int]
+
+    def encode(self, text: str) -> list[int]:
+        """The ids of `text`, without bos or eos."""
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """The text of `ids`: pad skipped, other specials and out-of-vocabulary ids shown as their names."""
+
+    def save(self, directory: str) -> str:
+        """Writes the tokenizer into `directory` and returns the file's path."""
+
+    def describe(self) -> str:
+        """One line for logs: the kind and the vocabulary size."""
+
+
+class _FixedSpecials:
+    """The special ids every tokenizer here shares."""
+
+    pad_id = PAD_ID
+    unk_id = UNK_ID
+    bos_id = BOS_ID
+    eos_id = EOS_ID
+    mask_id = MASK_ID
+    special_ids = frozenset(range(len(SPECIAL_PIECES)))
+
+
+def _bad_path(path: str, why: str) -> DataError:
+    return DataError(f"config.data.tokenizer.path={path!r}: {why}")
+
+
+class CharTokenizer(_FixedSpecials):
+    """One id per character: the specials, then the corpus's distinct characters in code-point order.
+
+    Encoding then decoding corpus text gives it back exactly; a character the corpus lacks becomes unk.
+    """
+
+    FILENAME = "tokenizer.json"
+
+    def __init__(self, chars: Sequence[str]):
+        self.chars = "".join(chars)
+        self.vocab_size = len(SPECIAL_PIECES) + len(self.chars)
+        # A sentinel above every code point lets searchsorted's "past the end" index be read safely.
+        self._codepoints = np.append(np.array([ord(c) for c in self.chars], np.uint32), np.uint32(2**32 - 1))
+        self._pieces = np.array(list(SPECIAL_PIECES) + list(self.chars), dtype=object)
+
+    @classmethod
+    def train(cls, documents: Iterable[str]) -> CharTokenizer:
+        """The vocabulary of every character in `documents`."""
+        chars: set[str] = set()
+        for document in documents:
+            chars.update(document)
+        return cls(sorted(chars))
+
+    @classmethod
+    def load(cls, path: str) -> CharTokenizer:
+        """A tokenizer written by `save`."""
+        try:
+            saved = json.loads(pathlib.Path(os.path.expanduser(path)).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise _bad_path(path, f"cannot read a char tokenizer ({e}); give a {cls.FILENAME} written by "
+                                  "jaxlm, or leave it empty to build one from the corpus") from e
+        chars = saved.get("chars") if isinstance(saved, dict) else None
+        if not isinstance(chars, str) or saved.get("kind") != "char" or list(chars) != sorted(set(chars)):
+            raise _bad_path(path, "is not a char tokenizer written by jaxlm; leave it empty to build one")
+        return cls(chars)
+
+    def encode(self, text: str) -> list[int]:
+        """The id of each character of `text` (unk for characters outside the vocabulary)."""
+        codepoints = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), np.uint32)
+        index = np.searchsorted(self._codepoints, codepoints)
+        known = self._codepoints[index] == codepoints
+        return np.where(known, index + len(SPECIAL_PIECES), UNK_ID).tolist()
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """The characters of `ids`: pad skipped, other specials and unknown ids shown as their names."""
+        ids = np.fromiter(ids, np.int64)
+        ids = np.where((ids >= 0) & (ids < self.vocab_size), ids, UNK_ID)
+        return "".join(self._pieces[ids[ids != PAD_ID]])
+
+    def save(self, directory: str) -> str:
+        """Writes `tokenizer.json` into `directory` and returns its path."""
+        os.makedirs(directory, exist_ok=True)
+        path = os.path.join(directory, self.FILENAME)
+        pathlib.Path(path).write_text(json.dumps({"kind": "char", "chars": self.chars}), encoding="utf-8")
+        return path
+
+    def describe(self) -> str:
+        """One line for logs: the kind and the vocabulary size."""
+        return f"char, {self.vocab_size} ids ({len(self.chars)} characters + {len(SPECIAL_PIECES)} specials)"
+
+
+def _sentences(document: str) -> Iterator[str]:
+    """The document's non-empty lines, cut into pieces sentencepiece does not skip as too long."""
+    for line in document.split("\n"):
+        for start in range(0, len(line), _MAX_SENTENCE_CHARS):
+            yield line[start:start + _MAX_SENTENCE_CHARS]
+
+
+def _sample_sentences(documents: Sequence[str], seed: int) -> list[str]:
+    """Every sentence, or a random sample of `_MAX_SENTENCES` of them in corpus order."""
+    counts = [sum(1 for _ in _sentences(document)) for document in documents]
+    total = sum(counts)
+    if total <= _MAX_SENTENCES:
+        return [sentence for document in documents for sentence in _sentences(document)]
+    chosen = np.sort(np.random.default_rng(seed).choice(total, _MAX_SENTENCES, replace=False))
+    sample: list[str] = []
+    start = 0
+    # One document's sentences at a time, so memory holds the sample and not the whole corpus twice.
+    for document, count in zip(documents, counts):
+        wanted = chosen[np.searchsorted(chosen, start):np.searchsorted(chosen, start + count)] - start
+        if len(wanted):
+            sentences = list(_sentences(document))
+            sample.extend(sentences[i] for i in wanted)
+        start += count
+    return sample
+
+
+class SentencePieceTokenizer(_FixedSpecials):
+    """A sentencepiece model whose ids 0..4 are <pad>, <unk>, <s>, </s> and a user-defined <mask>.
+
+    Models trained here normalize nothing (identity rule, no dummy prefix, spaces kept as they are),
+    make "\\n" a piece of its own and fall back to UTF-8 bytes for any character outside the vocabulary,
+    so decode(encode(text)) == text for ordinary text, runs of spaces, tabs, newlines and any script.
+    Two cases do not round-trip as ids: U+2581 ("▁", sentencepiece's space symbol) decodes as a space,
+    and the literal text "<mask>" encodes as the mask id (it decodes back to "<mask>").
+    """
+
+    FILENAME = "tokenizer.model"
+
+    def __init__(self, model_proto: bytes, origin: str):
+        self._processor = spm.SentencePieceProcessor(model_proto=model_proto)
+        self._origin = origin
+        self.vocab_size = self._processor.get_piece_size()
+
+    @classmethod
+    def train(cls, documents: Sequence[str], vocab_size: int, model_type: str = "bpe",
+              seed: int = 0) -> SentencePieceTokenizer:
+        """A model of `vocab_size` pieces (specials included) trained on a sample of the documents' lines."""
+        model = io.BytesIO()
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=iter(_sample_sentences(documents, seed)), model_writer=model,
+                vocab_size=vocab_size, model_type=model_type,
+                pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
+                # User-defined symbols take the next ids in order: <mask> lands at 4, "\n" at 5.
+                user_defined_symbols=[SPECIAL_PIECES[MASK_ID], "\n"],
+                byte_fallback=True, normalization_rule_name="identity", remove_extra_whitespaces=False,
+                add_dummy_prefix=False, allow_whitespace_only_pieces=True, minloglevel=2)
+        except RuntimeError as e:
+            raise DataError(f"config.data.tokenizer.vocab_size={vocab_size}: sentencepiece cannot train a "
+                            f"{model_type} model of this size on this corpus ({e}); pick a size it accepts "
+                            "or use more text") from e
+        return cls(model.getvalue(), f"{model_type}, trained on this corpus")
+
+    @classmethod
+    def load(cls, path: str) -> SentencePieceTokenizer:
+        """The sentencepiece `.model` at `path`, checked for the fixed special ids."""
+        try:
+            proto = pathlib.Path(os.path.expanduser(path)).read_bytes()
+            processor = spm.SentencePieceProcessor(model_proto=proto)
+        except (OSError, RuntimeError) as e:
+            raise _bad_path(path, f"cannot load a sentencepiece model ({e}); give a .model file, or leave it "
+                                  "empty to train one") from e
+        found = (processor.pad_id(), processor.unk_id(), processor.bos_id(), processor.eos_id(),
+                 processor.piece_to_id(SPECIAL_PIECES[MASK_ID]))
+        if found != (PAD_ID, UNK_ID, BOS_ID, EOS_ID, MASK_ID):
+            raise _bad_path(path, f"the model must have pad=0, unk=1, bos=2, eos=3 and a user-defined '<mask>' "
+                                  f"piece at 4, but has pad, unk, bos, eos, <mask> at {found} (-1 = none, 1 = "
+                                  "unknown); train it with --pad_id=0 --unk_id=1 --bos_id=2 --eos_id=3 "
+                                  "--user_defined_symbols=<mask>, or leave the path empty to train one here")
+        return cls(proto, path)
+
+    def encode(self, text: str) -> list[int]:
+        """The piece ids of `text`, without bos or eos."""
+        return self._processor.encode(text)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """The text of `ids`: pad skipped, other specials and out-of-vocabulary ids shown as their names."""
+        ids = [int(i) if 0 <= int(i) < self.vocab_size else UNK_ID for i in ids]
+        parts = []
+        for special, group in itertools.groupby(ids, key=self.special_ids.__contains__):
+            if special:
+                parts.extend(SPECIAL_PIECES[i] for i in group if i != PAD_ID)
+            else:
+                parts.append(self._processor.decode(list(group)))
+        return "".join(parts)
+
+    def save(self, directory: str) -> str:
+        """Writes `tokenizer.model` into `directory` and returns its path."""
+        os.makedirs(directory, exist_ok=True)
+        path = os.path.join(directory, self.FILENAME)
+        pathlib.Path(path).write_bytes(self._processor.serialized_model_proto())
+        return path
+
+    def describe(self) -> str:
+        """One line for logs: the kind, where the model came from and the vocabulary size."""
+        return f"sentencepiece ({self._origin}), {self.vocab_size} pieces"
+
+
+def _corpus_fingerprint(documents: Iterable[str]) -> str:
+    """A sha256 of the documents, their order and their boundaries."""
+    digest = hashlib.sha256()
+    for document in documents:
+        data = document.encode("utf-8", "surrogatepass")
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def _read_settings(path: str) -> dict | None:
+    try:
+        return json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _write_cache(directory: str, tokenizer: Tokenizer, settings: dict) -> None:
+    settings_path = os.path.join(directory, _SETTINGS_FILE)
+    # Settings go last, so a run killed mid-write leaves a cache that does not match and is retrained.
+    if os.path.exists(settings_path):
+        os.remove(settings_path)
+    tokenizer.save(directory)
+    pathlib.Path(settings_path + ".tmp").write_text(json.dumps(settings, indent=1), encoding="utf-8")
+    os.replace(settings_path + ".tmp", settings_path)
+
+
+def build_tokenizer(config: ml_collections.ConfigDict, documents: Sequence[str],
+                    workdir: str | None = None) -> Tokenizer:
+    """The tokenizer `config.data.tokenizer` names: loaded from its path, else trained on `documents`.
+
+    A trained tokenizer is cached in `<workdir>/tokenizer/` beside `settings.json` (kind, training
+    settings and the corpus fingerprint) and reused while both match. It does not depend on
+    `config.seed`, so runs that differ only in seed share one tokenization and comparable losses.
+    """
+    spec = config.data.tokenizer
+    if spec.kind not in ("char", "sentencepiece"):
+        raise DataError(f"config.data.tokenizer.kind={spec.kind!r}: must be 'char' or 'sentencepiece'")
+    kind = CharTokenizer if spec.kind == "char" else SentencePieceTokenizer
+    if spec.path:
+        return kind.load(spec.path)
+
+    settings = {"version": _CACHE_VERSION, "kind": spec.kind, "corpus_sha256": _corpus_fingerprint(documents)}
+    if spec.kind == "sentencepiece":
+        settings.update(model_type=spec.model_type, vocab_size=spec.vocab_size)
+    cache = os.path.join(workdir, "tokenizer") if workdir else None
+    if cache and _read_settings(os.path.join(cache, _SETTINGS_FILE)) == settings:
+        try:
+            tokenizer = kind.load(os.path.join(cache, kind.FILENAME))
+            log.info("Reusing the tokenizer cached in %s", cache)
+            return tokenizer
+        except DataError as e:
+            log.warning("The tokenizer cached in %s is unreadable (%s); training a new one", cache, e)
+
+    if spec.kind == "char":
+        tokenizer = CharTokenizer.train(documents)
+    else:
+        tokenizer = SentencePieceTokenizer.train(documents, spec.vocab_size, spec.model_type)
+    if cache:
+        _write_cache(cache, tokenizer, settings)
+        log.info("Trained the tokenizer (%s) and cached it in %s", tokenizer.describe(), cache)
+    return tokenizer

@@ -1,0 +1,198 @@
+"""Tests for jaxlm/data/tokenizer.py: the fixed special ids, round trips, loading and the cache."""
+
+import io
+import logging
+
+import ml_collections
+import pytest
+import sentencepiece as spm
+
+from jaxlm.data import tokenizer as tokenizer_lib
+from jaxlm.data.corpus import builtin_documents
+from jaxlm.data.errors import DataError
+from jaxlm.data.tokenizer import SPECIAL_PIECES, CharTokenizer, SentencePieceTokenizer, build_tokenizer
+
+VARIED = [
+    "Plain English, with punctuation: (yes) [no] {maybe}!",
+    "  two leading spaces, three   inside, and trailing   ",
+    "lines\nand\n\nblank lines\r\nand CRLF\n",
+    "\tdef f(x):\n\t\treturn x  # tabs\n        eight spaces\n",
+    "Ünïcödé, 中文, русский, ελληνικά, emoji 😀🚀, math ∑∫√",
+    "<s> and </s> and <pad> as plain text, NUL \x00 and bell \x07",
+    "",
+    "\n\n\n",
+    " ",
+]
+
+
+@pytest.fixture(scope="module")
+def documents():
+    return builtin_documents()
+
+
+@pytest.fixture(scope="module")
+def sp_tokenizer(documents):
+    return SentencePieceTokenizer.train(documents, vocab_size=512, model_type="bpe")
+
+
+def _config(**tokenizer) -> ml_collections.ConfigDict:
+    spec = {"kind": "sentencepiece", "path": "", "model_type": "bpe", "vocab_size": 512, **tokenizer}
+    return ml_collections.ConfigDict({"data": {"tokenizer": spec}})
+
+
+def test_char_vocabulary_layout_and_exact_round_trip(documents):
+    tokenizer = CharTokenizer.train(documents)
+    chars = sorted(set("".join(documents)))
+    assert tokenizer.vocab_size == 5 + len(chars)
+    assert "\n" in tokenizer.chars
+    specials = (tokenizer.pad_id, tokenizer.unk_id, tokenizer.bos_id, tokenizer.eos_id, tokenizer.mask_id)
+    assert specials == (0, 1, 2, 3, 4)
+    assert tokenizer.special_ids == frozenset(range(5))
+    assert tokenizer.encode(chars[0] + chars[-1]) == [5, 4 + len(chars)]
+    for document in documents:
+        ids = tokenizer.encode(document)
+        assert len(ids) == len(document) and min(ids) >= 5
+        assert tokenizer.decode(ids) == document
+
+
+def test_char_unknown_specials_and_pad_in_decode():
+    tokenizer = CharTokenizer.train(["ab"])
+    assert tokenizer.encode("abz") == [5, 6, 1]
+    assert tokenizer.decode([0, 5, 2, 6, 3, 4, 1, 0, 99]) == "a<s>b</s><mask><unk><unk>"
+
+
+def test_char_save_load(tmp_path):
+    tokenizer = CharTokenizer.train(["héllo\nwörld"])
+    loaded = CharTokenizer.load(tokenizer.save(str(tmp_path)))
+    assert loaded.chars == tokenizer.chars
+    assert loaded.encode("wörld\n") == tokenizer.encode("wörld\n")
+
+
+def test_sentencepiece_specials_at_fixed_ids(sp_tokenizer, tmp_path):
+    assert sp_tokenizer.vocab_size == 512
+    # Read the saved model with sentencepiece itself, as the reference for the layout.
+    processor = spm.SentencePieceProcessor(model_file=sp_tokenizer.save(str(tmp_path)))
+    assert [processor.id_to_piece(i) for i in range(5)] == list(SPECIAL_PIECES)
+    assert (processor.pad_id(), processor.unk_id(), processor.bos_id(), processor.eos_id()) == (0, 1, 2, 3)
+    assert sp_tokenizer.encode("<mask>") == [4]
+    assert sp_tokenizer.decode([0, 2, 4, 3, 0]) == "<s><mask></s>"
+
+
+def test_sentencepiece_round_trip(sp_tokenizer, documents):
+    for text in VARIED + documents:
+        ids = sp_tokenizer.encode(text)
+        assert sp_tokenizer.unk_id not in ids  # byte fallback covers every character
+        assert sp_tokenizer.decode(ids) == text
+    assert sp_tokenizer.encode("a\nb").count(sp_tokenizer.encode("\n")[0]) == 1
+    # Merges make the corpus shorter than its characters.
+    assert sum(map(len, map(sp_tokenizer.encode, documents))) < 0.7 * sum(map(len, documents))
+
+
+def test_sentencepiece_documented_exceptions(sp_tokenizer):
+    assert sp_tokenizer.decode(sp_tokenizer.encode("a\u2581b")) == "a b"
+
+
+def test_sentencepiece_training_is_deterministic(documents, sp_tokenizer, tmp_path):
+    again = SentencePieceTokenizer.train(documents, vocab_size=512, model_type="bpe")
+    first = open(sp_tokenizer.save(str(tmp_path / "a")), "rb").read()
+    second = open(again.save(str(tmp_path / "b")), "rb").read()
+    assert first == second
+
+
+def test_sentencepiece_unigram_round_trip(documents):
+    tokenizer = SentencePieceTokenizer.train(documents[:20], vocab_size=400, model_type="unigram")
+    assert tokenizer.vocab_size == 400
+    for text in VARIED:
+        assert tokenizer.decode(tokenizer.encode(text)) == text
+
+
+def test_sentences_are_bounded_and_sampled(monkeypatch, documents):
+    monkeypatch.setattr(tokenizer_lib, "_MAX_SENTENCE_CHARS", 100)
+    long_line = "x" * 250
+    assert list(tokenizer_lib._sentences(f"a\n\n{long_line}\nb")) == ["a", "x" * 100, "x" * 100, "x" * 50, "b"]
+
+    everything = tokenizer_lib._sample_sentences(documents, seed=0)
+    monkeypatch.setattr(tokenizer_lib, "_MAX_SENTENCES", 300)
+    sample = tokenizer_lib._sample_sentences(documents, seed=0)
+    assert len(sample) == 300
+    assert sample == tokenizer_lib._sample_sentences(documents, seed=0)
+    assert sample != tokenizer_lib._sample_sentences(documents, seed=1)
+    # An ordered subsequence of all sentences: each sampled one is found after the previous one.
+    position = iter(everything)
+    assert all(any(s == t for t in position) for s in sample)
+    assert SentencePieceTokenizer.train(documents, vocab_size=400, seed=3).vocab_size == 400
+
+
+def test_sentencepiece_vocab_too_large_names_the_field():
+    with pytest.raises(DataError, match="config.data.tokenizer.vocab_size=5000"):
+        SentencePieceTokenizer.train(["a small corpus\n"] * 3, vocab_size=5000)
+
+
+def test_sentencepiece_load_errors_name_the_field(tmp_path):
+    with pytest.raises(DataError, match="config.data.tokenizer.path"):
+        SentencePieceTokenizer.load(str(tmp_path / "missing.model"))
+    garbage = tmp_path / "garbage.model"
+    garbage.write_bytes(b"not a model")
+    with pytest.raises(DataError, match="config.data.tokenizer.path"):
+        SentencePieceTokenizer.load(str(garbage))
+    # A model with sentencepiece's default layout (unk=0, bos=1, eos=2, no pad, no mask).
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(builtin_documents()[0].split("\n")), model_writer=model,
+                                   vocab_size=100, minloglevel=2)
+    foreign = tmp_path / "foreign.model"
+    foreign.write_bytes(model.getvalue())
+    with pytest.raises(DataError, match="pad=0, unk=1, bos=2, eos=3"):
+        SentencePieceTokenizer.load(str(foreign))
+
+
+def test_char_load_errors_name_the_field(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"kind": "char", "chars": "ba"}', encoding="utf-8")
+    for path in (str(tmp_path / "missing.json"), str(bad)):
+        with pytest.raises(DataError, match="config.data.tokenizer.path"):
+            CharTokenizer.load(path)
+
+
+def test_build_loads_a_given_path(sp_tokenizer, tmp_path):
+    path = sp_tokenizer.save(str(tmp_path))
+    loaded = build_tokenizer(_config(path=path), ["ignored"], workdir=None)
+    assert loaded.encode("Hello world\n") == sp_tokenizer.encode("Hello world\n")
+
+
+def test_build_caches_and_invalidates(tmp_path, monkeypatch, caplog):
+    trained = []
+    train = SentencePieceTokenizer.train.__func__
+
+    def counting_train(cls, *args, **kwargs):
+        trained.append(args[1:])
+        return train(cls, *args, **kwargs)
+
+    monkeypatch.setattr(SentencePieceTokenizer, "train", classmethod(counting_train))
+    corpus = builtin_documents()[:10]
+    first = build_tokenizer(_config(vocab_size=400), corpus, str(tmp_path))
+    assert (tmp_path / "tokenizer" / "tokenizer.model").is_file()
+    assert (tmp_path / "tokenizer" / "settings.json").is_file()
+    with caplog.at_level(logging.INFO):
+        again = build_tokenizer(_config(vocab_size=400), corpus, str(tmp_path))
+    assert "Reusing" in caplog.text and len(trained) == 1
+    assert again.encode(corpus[0]) == first.encode(corpus[0])
+
+    build_tokenizer(_config(vocab_size=420), corpus, str(tmp_path))  # settings changed
+    assert len(trained) == 2
+    changed = build_tokenizer(_config(vocab_size=420), corpus[:9], str(tmp_path))  # corpus changed
+    assert len(trained) == 3 and changed.vocab_size == 420
+    build_tokenizer(_config(vocab_size=420), corpus[:9], str(tmp_path))
+    assert len(trained) == 3
+
+    (tmp_path / "tokenizer" / "tokenizer.model").write_bytes(b"corrupt")
+    build_tokenizer(_config(vocab_size=420), corpus[:9], str(tmp_path))
+    assert len(trained) == 4
+    build_tokenizer(_config(vocab_size=420), corpus[:9], None)  # no workdir: no cache
+    assert len(trained) == 5
+
+
+def test_build_char_kind_caches_too(tmp_path):
+    tokenizer = build_tokenizer(_config(kind="char"), ["abc\n"], str(tmp_path))
+    assert (tmp_path / "tokenizer" / "tokenizer.json").is_file()
+    assert build_tokenizer(_config(kind="char"), ["abc\n"], str(tmp_path)).chars == tokenizer.chars == "\nabc"
+    assert build_tokenizer(_config(kind="char"), ["abd\n"], str(tmp_path)).chars == "\nabd"
