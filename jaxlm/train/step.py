@@ -1,0 +1,99 @@
+"""The train and eval steps: pure functions of (state, batch), jitted by the loop.
+
+Shape letters: B batch, A micro-batches per step, L length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from jaxlm.train.loss import weighted_cross_entropy
+
+Batch = dict[str, jax.Array]  # inputs, targets, weights, positions, segment_ids: each [B, L]
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a step changes: the step count, float32 parameters and the optimizer state."""
+
+    step: jax.Array  # int32 scalar: steps taken so far
+    params: dict
+    opt_state: optax.OptState
+
+
+def init_state(params: dict, optimizer: optax.GradientTransformation) -> TrainState:
+    """The state before the first step."""
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
+
+
+def _forward(graphdef: nnx.GraphDef, params: dict, batch: Batch, dropout_key: jax.Array | None
+             ) -> dict[str, jax.Array]:
+    model = nnx.merge(graphdef, params)
+    logits_BxLxV = model(batch["inputs"], batch["positions"], batch["segment_ids"],
+                         dropout_key=dropout_key)
+    return weighted_cross_entropy(logits_BxLxV, batch["targets"], batch["weights"])
+
+
+def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation,
+                    schedule: optax.Schedule, *, grad_accum_steps: int, dropout_seed: int | None
+                    ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
+    """A pure `train_step(state, batch) -> (state, metrics)`.
+
+    The batch is split into `grad_accum_steps` micro-batches whose gradients are summed inside the
+    step; every loss is normalised by the whole batch's weight, so the update equals one big batch.
+    Dropout keys come from (dropout_seed, step, micro-batch), so a resumed run drops the same units.
+    """
+
+    def micro_loss(params, micro: Batch, total_weight, key):
+        sums = _forward(graphdef, params, micro, key)
+        return sums["loss_sum"] / total_weight, sums
+
+    grad_fn = jax.grad(micro_loss, has_aux=True)
+
+    def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+        total_weight = jnp.maximum(jnp.sum(batch["weights"]), 1.0)
+        step_key = (jax.random.fold_in(jax.random.key(dropout_seed), state.step)
+                    if dropout_seed is not None else None)
+
+        def accumulate(carry, micro_and_index):
+            grads, sums = carry
+            micro, index = micro_and_index
+            key = jax.random.fold_in(step_key, index) if step_key is not None else None
+            micro_grads, micro_sums = grad_fn(state.params, micro, total_weight, key)
+            return (jax.tree.map(jnp.add, grads, micro_grads),
+                    jax.tree.map(jnp.add, sums, micro_sums)), None
+
+        micro_batches = jax.tree.map(
+            lambda x_BxL: x_BxL.reshape(grad_accum_steps, -1, *x_BxL.shape[1:]), batch)
+        zeros = (jax.tree.map(jnp.zeros_like, state.params),
+                 {"loss_sum": 0.0, "correct_sum": 0.0, "weight_sum": 0.0})
+        (grads, sums), _ = jax.lax.scan(accumulate, zeros,
+                                        (micro_batches, jnp.arange(grad_accum_steps)))
+
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {
+            "loss": sums["loss_sum"] / total_weight,
+            "accuracy": sums["correct_sum"] / total_weight,
+            "grad_norm": optax.tree.norm(grads),
+            "learning_rate": schedule(state.step),
+            "weight_sum": sums["weight_sum"],
+        }
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    return train_step
+
+
+def make_eval_step(graphdef: nnx.GraphDef) -> Callable[[dict, Batch], dict[str, jax.Array]]:
+    """A pure `eval_step(params, batch) -> sums` (loss_sum, correct_sum, weight_sum); no dropout."""
+
+    def eval_step(params: dict, batch: Batch) -> dict[str, jax.Array]:
+        return _forward(graphdef, params, batch, None)
+
+    return eval_step

@@ -1,0 +1,60 @@
+"""run_pretrain.py end to end, as a user runs it: a tiny run per objective, and bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--config.model.num_layers=1", "--config.model.width=32", "--config.model.num_heads=2",
+        "--config.data.seq_len=32", "--config.data.batch_size=4", "--config.train.steps=30",
+        "--config.train.warmup_steps=5", "--config.log.every=10", "--config.eval.every=15",
+        "--config.eval.max_batches=2", "--config.sample.num_tokens=8"]
+
+
+def _run(*flags: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)  # one device, as on a laptop
+    return subprocess.run([sys.executable, os.path.join(ROOT, "run_pretrain.py"), *flags],
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+def _losses(workdir) -> list[float]:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [r["loss"] for r in map(json.loads, f) if "loss" in r]
+
+
+def test_causal_run_trains_evaluates_and_samples(tmp_path):
+    result = _run(*TINY, "--config.data.tokenizer.kind=char", f"--workdir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "llama (causal)" in out and "step     30/30" in out and "eval     30/30" in out
+    assert "sample |\nThe " in out
+    losses = _losses(tmp_path)
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    assert os.path.exists(tmp_path / "tokenizer") and os.path.exists(tmp_path / "config.json")
+
+
+def test_masked_lm_run_ends_with_a_fill_mask_demo(tmp_path):
+    result = _run(f"--config={ROOT}/configs/bert_tiny.py", *TINY,
+                  "--config.data.tokenizer.vocab_size=400", f"--workdir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    assert "bert (mlm)" in result.stdout and "[MASK] at 1 (was " in result.stdout
+    assert len(_losses(tmp_path)) == 3
+
+
+def test_bad_config_field_exits_2_with_one_line(tmp_path):
+    result = _run("--config.model.num_heads=3", f"--workdir={tmp_path}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: config.model.num_heads=3: does not divide model.width=256")
+
+
+def test_missing_corpus_exits_2_naming_the_path(tmp_path):
+    missing = tmp_path / "nope.txt"
+    result = _run("--config.data.source=text", f"--config.data.path={missing}",
+                  f"--workdir={tmp_path / 'run'}")
+    assert result.returncode == 2
+    assert "config.data.path" in result.stderr and str(missing) in result.stderr
