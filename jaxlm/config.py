@@ -25,7 +25,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.source = "builtin"  # "builtin" (CPython's own documentation, offline) or "text" (files at data.path).
     c.data.path = ""  # With source="text": a file or glob of UTF-8 text files, one document each.
     c.data.seq_len = 128  # Tokens per row; rows pack several documents, kept apart by segment_ids.
-    c.data.batch_size = 16  # Global batch size in rows. Must be divisible by train.grad_accum_steps.
+    c.data.batch_size = 12  # Global batch size in rows. Must be divisible by train.grad_accum_steps.
     c.data.val_fraction = 0.05  # Last fraction of the token stream held out for validation (0 = none).
     c.data.mask_prob = 0.15  # MLM only: fraction of tokens chosen for prediction (BERT: 0.15).
     c.data.tokenizer = ml_collections.ConfigDict()
@@ -37,8 +37,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.family = "llama"  # "gpt2", "llama" or "bert": sets norms, positions, FFN, attention and head.
     c.model.num_layers = 4  # Transformer blocks.
-    c.model.width = 256  # Model width D (embedding size).
-    c.model.num_heads = 4  # Attention heads H. Must divide width.
+    c.model.width = 192  # Model width D (embedding size).
+    c.model.num_heads = 6  # Attention heads H. Must divide width.
     c.model.num_kv_heads = -1  # Key/value heads for grouped-query attention; -1 = num_heads (plain MHA).
     c.model.mlp_dim = -1  # FFN hidden width F; -1 = the family's rule (4*D, or 8/3*D rounded up for SwiGLU).
     c.model.max_len = -1  # Longest sequence the positions cover; -1 = data.seq_len.
@@ -48,7 +48,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.remat = "none"  # Rematerialise each block in the backward pass: "none", "full" or "dots".
 
     c.train = ml_collections.ConfigDict()
-    c.train.steps = 600  # Optimizer steps.
+    c.train.steps = 450  # Optimizer steps.
     c.train.learning_rate = 3e-3  # Peak learning rate, reached after warmup.
     c.train.warmup_steps = 50  # Linear warmup from 0 to learning_rate.
     c.train.decay = "cosine"  # After warmup: "cosine", "linear" or "constant".

@@ -52,8 +52,8 @@ def test_gpt2_small_has_gpt2_small_shape():
 
 BAD_FIELDS = [
     ("model.family", "gpt5", "must be one of gpt2, llama, bert"),
-    ("model.num_heads", 3, "does not divide model.width=256"),
-    ("model.num_kv_heads", 3, "must divide model.num_heads=4"),
+    ("model.num_heads", 5, "does not divide model.width=192"),
+    ("model.num_kv_heads", 4, "must divide model.num_heads=6"),
     ("model.num_layers", 0, "must be a positive integer"),
     ("model.dtype", "float16", "must be one of float32, bfloat16"),
     ("model.remat", "some", "must be one of none, full, dots"),
@@ -66,7 +66,7 @@ BAD_FIELDS = [
     ("data.mask_prob", 0.0, "must be in (0, 1)"),
     ("data.tokenizer.kind", "wordpiece", "must be one of sentencepiece, char"),
     ("train.learning_rate", -1.0, "must be > 0"),
-    ("train.warmup_steps", 10_000, "must be in [0, train.steps=600]"),
+    ("train.warmup_steps", 10_000, "must be in [0, train.steps=450]"),
     ("train.decay", "step", "must be one of cosine, linear, constant"),
     ("train.clip_norm", -1.0, "must be >= 0"),
 ]

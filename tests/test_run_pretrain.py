@@ -46,10 +46,10 @@ def test_masked_lm_run_ends_with_a_fill_mask_demo(tmp_path):
 
 
 def test_bad_config_field_exits_2_with_one_line(tmp_path):
-    result = _run("--config.model.num_heads=3", f"--workdir={tmp_path}")
+    result = _run("--config.model.num_heads=5", f"--workdir={tmp_path}")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
-        "error: config.model.num_heads=3: does not divide model.width=256")
+        "error: config.model.num_heads=5: does not divide model.width=192")
 
 
 def test_missing_corpus_exits_2_naming_the_path(tmp_path):
