@@ -58,3 +58,12 @@ def test_missing_corpus_exits_2_naming_the_path(tmp_path):
                   f"--workdir={tmp_path / 'run'}")
     assert result.returncode == 2
     assert "config.data.path" in result.stderr and str(missing) in result.stderr
+
+
+def test_diverging_loss_stops_with_exit_3_naming_the_step(tmp_path):
+    result = _run(*TINY, "--config.data.tokenizer.kind=char", "--config.train.learning_rate=1e30",
+                  "--config.train.warmup_steps=0", "--config.train.clip_norm=0.0",
+                  f"--workdir={tmp_path}")
+    assert result.returncode == 3, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("stopped: loss is nan at step 10") and "train.learning_rate" in last
