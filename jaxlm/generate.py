@@ -34,8 +34,11 @@ def _sample_window(graphdef: nnx.GraphDef, params: dict, window_1xL: jax.Array, 
 
 def sample(graphdef: nnx.GraphDef, params: dict, prompt_ids: list[int], *, num_tokens: int,
            max_len: int, temperature: float, seed: int, eos_id: int) -> list[int]:
-    """The prompt's continuation (new ids only), up to num_tokens, the window's end, or EOS."""
-    prompt_ids = prompt_ids[-(max_len - 1):]
+    """The prompt's continuation (new ids only), up to num_tokens, the window's end, or EOS.
+
+    An empty prompt starts after an EOS, as the first document after another does in training.
+    """
+    prompt_ids = (prompt_ids or [eos_id])[-(max_len - 1):]
     stop = min(len(prompt_ids) + num_tokens, max_len)
     window_1xL = jnp.zeros((1, max_len), jnp.int32).at[0, :len(prompt_ids)].set(jnp.array(prompt_ids))
     window_1xL = _sample_window(graphdef, params, window_1xL, jnp.int32(len(prompt_ids)),

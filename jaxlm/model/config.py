@@ -77,17 +77,19 @@ def default_mlp_dim(ffn: str, width: int) -> int:
 def model_config_from(config: ml_collections.ConfigDict, vocab_size: int) -> ModelConfig:
     """The ModelConfig of a run, given the tokenizer's vocabulary size."""
     m = config.model
-    ffn = FAMILY_ARCHITECTURES[m.family][_ARCHITECTURE_FIELDS.index("ffn")]
-    return ModelConfig.for_family(
+    model_cfg = ModelConfig.for_family(
         m.family,
         vocab_size=vocab_size if m.vocab_size == -1 else m.vocab_size,
         width=m.width,
         num_layers=m.num_layers,
         num_heads=m.num_heads,
         num_kv_heads=m.num_heads if m.num_kv_heads == -1 else m.num_kv_heads,
-        mlp_dim=default_mlp_dim(ffn, m.width) if m.mlp_dim == -1 else m.mlp_dim,
+        mlp_dim=m.mlp_dim,
         max_len=config.data.seq_len if m.max_len == -1 else m.max_len,
         dropout=m.dropout,
         dtype=m.dtype,
         remat=m.remat,
     )
+    if model_cfg.mlp_dim == -1:
+        model_cfg = dataclasses.replace(model_cfg, mlp_dim=default_mlp_dim(model_cfg.ffn, m.width))
+    return model_cfg

@@ -137,8 +137,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> RunResult:
     start_time = last_time
     val: dict[str, float] = {}
 
-    def report(step: int, metrics: dict) -> float:
-        nonlocal last_time, last_step
+    def report_pending() -> None:
+        """Prints and records the last logged step's metrics, if any are waiting on the device."""
+        nonlocal last_time, last_step, pending, loss
+        if pending is None:
+            return
+        step, metrics = pending
+        pending = None
         metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
         now = time.perf_counter()
         seconds_per_step = (now - last_time) / max(step - last_step, 1)
@@ -157,27 +162,22 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> RunResult:
              f"lr {record['learning_rate']:.2e} | gnorm {record['grad_norm']:.2f} | "
              f"{record['tokens_per_second']:,.0f} tok/s | {seconds_per_step * 1e3:.1f} ms/step | "
              f"eta {_format_duration(seconds_per_step * (steps - step))}")
-        return record["loss"]
+        loss = record["loss"]
 
     for step in range(1, steps + 1):
         state, metrics = train_step(state, data.train.batch(step - 1))
-        if pending is not None:
-            loss = report(*pending)
-            pending = None
+        report_pending()  # the previous log point's metrics: ready, since this step is queued
         if step % config.log.every == 0 or step == steps:
             pending = (step, metrics)
         if data.val_batches and ((config.eval.every and step % config.eval.every == 0)
                                  or step == steps):
-            if pending is not None:
-                loss = report(*pending)
-                pending = None
+            report_pending()
             val = evaluate(eval_step, state.params, data.val_batches)
             metrics_log.write({"step": step, **val})
             _say(f"eval {step:>6}/{steps} | val_loss {val['val_loss']:.4f} | "
                  f"val_ppl {val['val_perplexity']:.2f} | val_acc {val['val_accuracy']:.3f}")
             last_time = time.perf_counter()  # evaluation time is not training time
-    if pending is not None:
-        loss = report(*pending)
+    report_pending()
     elapsed = time.perf_counter() - start_time
 
     text = _demo(config, graphdef, state.params, data, model_cfg.max_len)
