@@ -1,4 +1,4 @@
-"""From config to batches: documents, tokenizer, train/validation token streams, packed batches.
+"""From config to batches: source, tokenizer, tokenized corpus, train/validation streams, batches.
 
 Every batch is a dict of numpy arrays [batch_size, seq_len]: inputs, targets (int32), weights
 (float32), positions, segment_ids (int32), as DESIGN.md's batch contract says.
@@ -8,71 +8,25 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+import hashlib
+import json
+import os
+from collections.abc import Callable
 
 import ml_collections
 import numpy as np
 
 from jaxlm import config as config_lib
-from jaxlm.data.corpus import load_documents
+from jaxlm.data import sources
+from jaxlm.data.batches import Masker, TrainBatches, host_rows
 from jaxlm.data.errors import DataError
 from jaxlm.data.masking import mask_tokens
-from jaxlm.data.packing import cut_rows, frame_documents, num_rows, row_fields, row_width
+from jaxlm.data.packing import FramedStream, num_rows, row_fields
+from jaxlm.data.token_store import TokenizedCorpus, tokenize
 from jaxlm.data.tokenizer import Tokenizer, build_tokenizer
 
-# The first word of the data-order seed, apart from masking.MASK_STREAM.
-_ORDER_STREAM = 2
 # Validation masks with this step, which masking maps to a stream no training step reaches.
 _VAL_MASK_STEP = -1
-
-Masker = Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]]
-
-
-class TrainBatches:
-    """Training batches as a pure function of (seed, step), over endless epochs of the train stream.
-
-    Global row g = step * batch_size + i belongs to epoch g // num_rows. Each epoch cuts the stream
-    rotated by an offset drawn from (seed, epoch) into rows and visits them in a permutation drawn
-    from (seed, epoch), so epochs see different windows and a resumed run needs only the step.
-    `tokens` and `doc_ids` [N] are the train stream; `num_tokens` is N and `num_rows` the rows an epoch has.
-    """
-
-    def __init__(self, tokens_N: np.ndarray, doc_ids_N: np.ndarray, *, seq_len: int, batch_size: int,
-                 objective: str, seed: int, pad_id: int, masker: Masker | None):
-        self.tokens = tokens_N
-        self.doc_ids = doc_ids_N
-        self.num_tokens = len(tokens_N)
-        self.num_rows = num_rows(self.num_tokens, seq_len, objective)
-        self._seq_len, self._batch_size, self._objective = seq_len, batch_size, objective
-        self._seed, self._pad_id, self._masker = seed, pad_id, masker
-        # The epochs the last batch touched: at most two, since a batch never exceeds an epoch.
-        self._epochs: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-
-    def _epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(tokens_RxW, doc_ids_RxW, order_R) of one epoch."""
-        rng = np.random.default_rng([_ORDER_STREAM, self._seed % 2**64, epoch])
-        tokens_RxW, doc_ids_RxW = cut_rows(self.tokens, self.doc_ids, seq_len=self._seq_len,
-                                           objective=self._objective, pad_id=self._pad_id,
-                                           offset=int(rng.integers(self.num_tokens)))
-        return tokens_RxW, doc_ids_RxW, rng.permutation(self.num_rows)
-
-    def batch(self, step: int) -> dict[str, np.ndarray]:
-        """The batch of `step`: dict of [batch_size, seq_len] arrays, the same for the same (seed, step)."""
-        rows_B = step * self._batch_size + np.arange(self._batch_size)
-        epochs_B, index_B = np.divmod(rows_B, self.num_rows)
-        self._epochs = {e: self._epochs.get(e) or self._epoch(e) for e in np.unique(epochs_B).tolist()}
-        width = row_width(self._seq_len, self._objective)
-        tokens_BxW = np.empty((self._batch_size, width), np.int32)
-        doc_ids_BxW = np.empty((self._batch_size, width), np.int32)
-        for epoch, (tokens_RxW, doc_ids_RxW, order_R) in self._epochs.items():
-            here = epochs_B == epoch
-            tokens_BxW[here] = tokens_RxW[order_R[index_B[here]]]
-            doc_ids_BxW[here] = doc_ids_RxW[order_R[index_B[here]]]
-        fields = row_fields(tokens_BxW, doc_ids_BxW, objective=self._objective)
-        if self._masker:
-            fields["inputs"], fields["targets"], fields["weights"] = self._masker(
-                fields["inputs"], seed=self._seed, step=step, example_ids_B=rows_B)
-        return fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,33 +35,49 @@ class Data:
 
     tokenizer: Tokenizer
     train: TrainBatches
-    val_batches: list[dict[str, np.ndarray]]  # Fixed; the last padded with zero-weight rows; [] = none.
+    val_batches: list[dict[str, np.ndarray]]  # Global, fixed; the last padded with zero-weight rows; [] = none.
     summary: str  # One line for the log.
+    fingerprint: str  # Names everything that decides the training batches; the checkpoint compares it.
+    packing: dict  # How well the train rows are filled: see packing_report.
+
+    def host_val_batches(self, process_index: int, process_count: int) -> list[dict[str, np.ndarray]]:
+        """This host's rows of each validation batch."""
+        return [host_rows(batch, process_index, process_count) for batch in self.val_batches]
 
 
-def _split(docs: Sequence[np.ndarray], num_train: int) -> tuple[list[np.ndarray], list[np.ndarray], bool]:
-    """(train docs, validation docs, whether one document was cut): the first `num_train` tokens train."""
-    ends = np.cumsum([len(doc) for doc in docs])
+def packing_report(stream: FramedStream, seq_len: int, objective: str) -> dict:
+    """Rows, token slots, the share of slots holding tokens, and documents split across rows (none dropped)."""
+    rows = num_rows(len(stream), seq_len, objective)
+    slots = rows * seq_len
+    return {"rows": rows, "slots": slots, "tokens": len(stream),
+            "efficiency": min(len(stream), slots) / slots if slots else 0.0,
+            "documents": stream.num_documents, "long_documents": int((stream.framed_lengths > seq_len).sum())}
+
+
+def _split(corpus: TokenizedCorpus, num_train: int,
+           frame: Callable[..., FramedStream]) -> tuple[FramedStream, FramedStream]:
+    """(train, validation) streams: the first `num_train` content tokens train, the rest validate."""
+    lengths = corpus.lengths
+    ends = np.cumsum(lengths)
     first_val = int(np.searchsorted(ends, num_train, side="right"))
-    if first_val == len(docs):
-        return list(docs), [], False
-    cut = num_train - (ends[first_val] - len(docs[first_val]))
-    if cut == 0:
-        return list(docs[:first_val]), list(docs[first_val:]), False
-    head, tail = docs[first_val][:cut], docs[first_val][cut:]
-    return [*docs[:first_val], head], [tail, *docs[first_val + 1:]], True
+    if first_val == len(lengths):
+        return frame(corpus.tokens, lengths), frame(corpus.tokens[:0], lengths[:0])
+    cut = int(num_train - (ends[first_val] - lengths[first_val]))
+    train_lengths = np.append(lengths[:first_val], [cut] if cut else [])
+    val_lengths = np.append([lengths[first_val] - cut], lengths[first_val + 1:])
+    return (frame(corpus.tokens[:num_train], train_lengths, cut_tail=cut > 0),
+            frame(corpus.tokens[num_train:], val_lengths, cut_head=cut > 0))
 
 
-def _val_batches(tokens_N: np.ndarray, doc_ids_N: np.ndarray, *, config: ml_collections.ConfigDict,
-                 objective: str, pad_id: int, masker: Masker | None) -> list[dict[str, np.ndarray]]:
+def _val_batches(stream: FramedStream, *, config: ml_collections.ConfigDict, objective: str, pad_id: int,
+                 masker: Masker | None) -> list[dict[str, np.ndarray]]:
     """Validation rows in stream order, batched; the last batch filled with all-zero (zero-weight) rows."""
     batch_size, seq_len = config.data.batch_size, config.data.seq_len
-    tokens_RxW, doc_ids_RxW = cut_rows(tokens_N, doc_ids_N, seq_len=seq_len, objective=objective, pad_id=pad_id)
+    rows = num_rows(len(stream), seq_len, objective)
     if config.eval.max_batches:
-        tokens_RxW = tokens_RxW[:config.eval.max_batches * batch_size]
-        doc_ids_RxW = doc_ids_RxW[:config.eval.max_batches * batch_size]
-    fields = row_fields(tokens_RxW, doc_ids_RxW, objective=objective)
-    rows = len(tokens_RxW)
+        rows = min(rows, config.eval.max_batches * batch_size)
+    fields = row_fields(*stream.rows(np.arange(rows), seq_len=seq_len, objective=objective, pad_id=pad_id),
+                        objective=objective)
     if masker:
         fields["inputs"], fields["targets"], fields["weights"] = masker(
             fields["inputs"], seed=config.seed, step=_VAL_MASK_STEP, example_ids_B=np.arange(rows))
@@ -116,45 +86,67 @@ def _val_batches(tokens_N: np.ndarray, doc_ids_N: np.ndarray, *, config: ml_coll
     return [{k: v[i:i + batch_size] for k, v in fields.items()} for i in range(0, rows + filler, batch_size)]
 
 
+def _cache_dir(workdir: str | None) -> str | None:
+    """Where tokenized corpora are cached: the workdir when it is a local folder."""
+    return os.path.join(workdir, "data_cache") if workdir and "://" not in workdir else None
+
+
 def build_data(config: ml_collections.ConfigDict, workdir: str | None = None) -> Data:
     """The tokenizer, training batches and validation batches that `config.data` describes."""
     objective = config_lib.objective(config)
-    batch_size, seq_len, val_fraction = config.data.batch_size, config.data.seq_len, config.data.val_fraction
-    documents = load_documents(config)
-    tokenizer = build_tokenizer(config, documents, workdir)
-    docs = [np.asarray(tokenizer.encode(document), np.int32) for document in documents]
-    num_tokens = sum(len(doc) for doc in docs)
-    # nanoGPT's split: the first int(n * (1 - f)) tokens train, the rest validate.
-    train_docs, val_docs, cut = _split(docs, int(num_tokens * (1 - val_fraction)))
-    frame = functools.partial(frame_documents, objective=objective, bos_id=tokenizer.bos_id,
-                              eos_id=tokenizer.eos_id)
-    train_tokens_N, train_doc_ids_N = frame(train_docs, cut_tail=cut)
-    val_tokens_N, val_doc_ids_N = frame(val_docs, cut_head=cut)
+    data = config.data
+    batch_size, seq_len = data.batch_size, data.seq_len
+    source, held_out = sources.train_source(config), sources.val_source(config)
+    tokenizer = build_tokenizer(config, source, workdir)
+    cache_dir = _cache_dir(workdir)
+    corpus = tokenize(source, tokenizer, max_documents=data.max_documents, cache_dir=cache_dir)
+    frame = functools.partial(FramedStream, objective=objective, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id)
+    val_fraction = 0.0 if held_out else data.val_fraction
+    if held_out:
+        train_stream = frame(corpus.tokens, corpus.lengths)
+        # Read only as much validation text as the evaluation uses.
+        max_tokens = config.eval.max_batches * batch_size * seq_len + 1 if config.eval.max_batches else 0
+        val_corpus = tokenize(held_out, tokenizer, max_tokens=max_tokens, cache_dir=cache_dir)
+        val_stream = frame(val_corpus.tokens, val_corpus.lengths)
+    else:
+        # nanoGPT's split: the first int(n * (1 - f)) tokens train, the rest validate.
+        train_stream, val_stream = _split(corpus, int(len(corpus.tokens) * (1 - val_fraction)), frame)
     masker = None if objective == "causal" else functools.partial(
-        mask_tokens, mask_prob=config.data.mask_prob, mask_id=tokenizer.mask_id,
-        vocab_size=tokenizer.vocab_size, special_ids=tokenizer.special_ids)
+        mask_tokens, mask_prob=data.mask_prob, mask_id=tokenizer.mask_id, vocab_size=tokenizer.vocab_size,
+        special_ids=tokenizer.special_ids)
 
-    train = TrainBatches(train_tokens_N, train_doc_ids_N, seq_len=seq_len, batch_size=batch_size,
-                         objective=objective, seed=config.seed, pad_id=tokenizer.pad_id, masker=masker)
+    parts = {"corpus": corpus.sha256[:16], "tokenizer": tokenizer.fingerprint[:16], "objective": objective,
+             "seq_len": seq_len, "batch_size": batch_size, "seed": config.seed, "val_fraction": val_fraction}
+    if masker:
+        parts["mask_prob"] = data.mask_prob
+    fingerprint = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+    train = TrainBatches(train_stream, seq_len=seq_len, batch_size=batch_size, objective=objective,
+                         seed=config.seed, pad_id=tokenizer.pad_id, masker=masker, fingerprint=fingerprint,
+                         fingerprint_parts=parts)
     if train.num_rows < batch_size:
         raise DataError(
             f"config.data.batch_size={batch_size}, config.data.seq_len={seq_len}: the training split has "
             f"{train.num_tokens:,} tokens, {train.num_rows} row(s), fewer than one batch of {batch_size} rows; "
             "lower data.batch_size or data.seq_len (or data.val_fraction), or use more text")
     val_batches = []
-    if val_fraction > 0:
-        val_batches = _val_batches(val_tokens_N, val_doc_ids_N, config=config, objective=objective,
-                                   pad_id=tokenizer.pad_id, masker=masker)
+    if held_out or val_fraction > 0:
+        val_batches = _val_batches(val_stream, config=config, objective=objective, pad_id=tokenizer.pad_id,
+                                   masker=masker)
         if not val_batches:
+            field = (f"{held_out.field}: holds" if held_out else f"config.data.val_fraction={val_fraction}: holds out")
             raise DataError(
-                f"config.data.val_fraction={val_fraction}: holds out {len(val_tokens_N)} token(s), too few for "
-                f"one row of data.seq_len={seq_len}; raise data.val_fraction, lower data.seq_len, or set "
-                "data.val_fraction=0 for no validation")
+                f"{field} {len(val_stream)} token(s), too few for one row of data.seq_len={seq_len}; "
+                + ("use a larger validation split" if held_out else
+                   "raise data.val_fraction, lower data.seq_len, or set data.val_fraction=0 for no validation"))
 
-    slots = train.num_rows * seq_len
-    val_rows = num_rows(len(val_tokens_N), seq_len, objective)
-    summary = (f"{len(documents):,} document(s), {num_tokens:,} tokens ({tokenizer.describe()}); "
-               f"train {train.num_tokens:,} tokens in {train.num_rows:,} rows, validation "
-               f"{len(val_tokens_N):,} tokens in {val_rows:,} rows ({len(val_batches)} batches used); "
-               f"{objective} rows of {seq_len}, {min(train.num_tokens, slots) / slots:.1%} of train slots hold tokens")
-    return Data(tokenizer=tokenizer, train=train, val_batches=val_batches, summary=summary)
+    packing = packing_report(train_stream, seq_len, objective)
+    replaced = corpus.replaced + (val_corpus.replaced if held_out else 0)
+    summary = (f"{len(corpus.lengths):,} document(s), {len(corpus.tokens):,} tokens from {source.describe()} "
+               f"({tokenizer.describe()}); train {train.num_tokens:,} tokens in {train.num_rows:,} rows, validation "
+               f"{len(val_stream):,} tokens in {num_rows(len(val_stream), seq_len, objective):,} rows "
+               f"({len(val_batches)} batches used); {objective} rows of {seq_len}, packing "
+               f"{packing['efficiency']:.1%} of train slots hold tokens, {packing['long_documents']:,} document(s) "
+               f"longer than a row continue in the next; data fingerprint {fingerprint}"
+               + (f"; {replaced:,} undecodable byte sequence(s) replaced with U+FFFD" if replaced else ""))
+    return Data(tokenizer=tokenizer, train=train, val_batches=val_batches, summary=summary, fingerprint=fingerprint,
+                packing=packing)

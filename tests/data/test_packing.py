@@ -3,13 +3,24 @@
 import numpy as np
 import pytest
 
-from jaxlm.data.packing import PAD_DOC, cut_rows, frame_documents, num_rows, row_fields
+from jaxlm.data.packing import PAD_DOC, FramedStream, num_rows, row_fields
 
 BOS, EOS, PAD = 2, 3, 0
 
 
 def _random_docs(rng, count, max_len):
     return [rng.integers(5, 100, size=rng.integers(0, max_len)) for _ in range(count)]
+
+
+def _stream(docs, objective, cut_head=False, cut_tail=False):
+    content = np.concatenate([np.asarray(doc, np.int32) for doc in docs] + [np.zeros(0, np.int32)])
+    return FramedStream(content, [len(doc) for doc in docs], objective=objective, bos_id=BOS, eos_id=EOS,
+                        cut_head=cut_head, cut_tail=cut_tail)
+
+
+def _all_rows(stream, seq_len, objective, offset=0):
+    rows = np.arange(num_rows(len(stream), seq_len, objective))
+    return stream.rows(rows, seq_len=seq_len, objective=objective, pad_id=PAD, offset=offset)
 
 
 def _naive_stream(docs, objective, cut_head, cut_tail):
@@ -24,7 +35,7 @@ def _naive_stream(docs, objective, cut_head, cut_tail):
 
 
 def _naive_fields(tokens, doc_ids, seq_len, objective, offset):
-    """Per-token loops over the rotated stream: the reference for cut_rows + row_fields."""
+    """Per-token loops over the rotated stream: the reference for FramedStream.rows + row_fields."""
     n = len(tokens)
     offset %= n
     tokens = tokens[offset:] + tokens[:offset]
@@ -68,17 +79,17 @@ def test_matches_naive_reference(objective, seed):
     rng = np.random.default_rng(seed)
     docs = _random_docs(rng, count=12, max_len=30)
     cut_head, cut_tail = bool(seed % 2), bool(seed % 2)
-    tokens, doc_ids = frame_documents(docs, objective=objective, bos_id=BOS, eos_id=EOS,
-                                      cut_head=cut_head, cut_tail=cut_tail)
+    stream = _stream(docs, objective, cut_head, cut_tail)
+    tokens, doc_ids = stream.tokens()
     want_tokens, want_doc_ids = _naive_stream(docs, objective, cut_head, cut_tail)
     np.testing.assert_array_equal(tokens, want_tokens)
     np.testing.assert_array_equal(doc_ids, want_doc_ids)
     for seq_len in (1, 7, 16, 1000):
         for offset in (0, 5, int(rng.integers(len(tokens)))):
-            rows = cut_rows(tokens, doc_ids, seq_len=seq_len, objective=objective, pad_id=PAD, offset=offset)
+            rows = _all_rows(stream, seq_len, objective, offset)
             got = row_fields(*rows, objective=objective)
             want = _naive_fields(want_tokens, want_doc_ids, seq_len, objective, offset)
-            assert len(rows[0]) == num_rows(len(tokens), seq_len, objective) == len(want["inputs"])
+            assert len(rows[0]) == len(want["inputs"])
             for key, value in want.items():
                 np.testing.assert_array_equal(got[key], value, err_msg=f"{key} seq_len={seq_len} offset={offset}")
             assert {k: v.dtype for k, v in got.items()} == {
@@ -90,10 +101,10 @@ def test_matches_naive_reference(objective, seed):
 def test_invariants_on_a_large_stream(objective):
     rng = np.random.default_rng(7)
     docs = _random_docs(rng, count=400, max_len=5000)
-    tokens, doc_ids = frame_documents(docs, objective=objective, bos_id=BOS, eos_id=EOS)
+    stream = _stream(docs, objective)
+    tokens, _ = stream.tokens()
     seq_len, offset = 128, 12345
-    tokens_RxW, doc_ids_RxW = cut_rows(tokens, doc_ids, seq_len=seq_len, objective=objective, pad_id=PAD,
-                                       offset=offset)
+    tokens_RxW, doc_ids_RxW = _all_rows(stream, seq_len, objective, offset)
     f = row_fields(tokens_RxW, doc_ids_RxW, objective=objective)
     real = f["segment_ids"] > 0
     rotated = np.roll(tokens, -offset)
@@ -128,10 +139,8 @@ def test_invariants_on_a_large_stream(objective):
 
 
 def test_one_document_wrap_starts_a_new_segment():
-    tokens, doc_ids = frame_documents([np.arange(5, 15)], objective="causal", bos_id=BOS, eos_id=EOS,
-                                      cut_tail=True)
-    f = row_fields(*cut_rows(tokens, doc_ids, seq_len=4, objective="causal", pad_id=PAD, offset=6),
-                   objective="causal")
+    stream = _stream([np.arange(5, 15)], "causal", cut_tail=True)
+    f = row_fields(*_all_rows(stream, 4, "causal", offset=6), objective="causal")
     # Rotated stream: 11 12 13 14 | 5 6 7 8 9 10; rows of 4 inputs.
     # Rows overlap by one token, so 10 is both the last row's second input and the previous target.
     np.testing.assert_array_equal(f["inputs"], [[11, 12, 13, 14], [5, 6, 7, 8], [9, 10, 0, 0]])
@@ -146,7 +155,10 @@ def test_num_rows_edges():
     assert num_rows(2, 4, "causal") == num_rows(5, 4, "causal") == 1
     assert num_rows(6, 4, "causal") == 2
     assert num_rows(4, 4, "mlm") == 1 and num_rows(5, 4, "mlm") == 2
-    tokens_RxW, _ = cut_rows(np.array([7], np.int32), np.array([0], np.int32), seq_len=4, objective="causal",
-                             pad_id=PAD)
+    tokens_RxW, _ = _all_rows(_stream([np.array([7])], "causal", cut_tail=True), 4, "causal")
     assert tokens_RxW.shape == (0, 5)
+    # Rows past the end of the stream are all padding.
+    tokens_RxW, doc_ids_RxW = _stream([np.array([7, 8])], "mlm").rows(np.array([1, 5]), seq_len=4,
+                                                                         objective="mlm", pad_id=PAD)
+    assert (tokens_RxW == PAD).all() and (doc_ids_RxW == PAD_DOC).all()
     assert PAD_DOC < 0

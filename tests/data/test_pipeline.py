@@ -1,5 +1,7 @@
 """Tests for jaxlm/data/pipeline.py: the batch contract, determinism, epochs, splits and errors."""
 
+import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -75,7 +77,7 @@ def test_each_epoch_visits_every_row_once(causal):
     steps = -(-2 * train.num_rows // 8) + 1
     batches = [train.batch(step) for step in range(steps)]
     rows = {key: np.concatenate([b[key] for b in batches]) for key in FIELDS}
-    stream_counts = np.bincount(train.tokens, minlength=512)
+    stream_counts = np.bincount(train.stream.tokens()[0], minlength=512)
     for epoch in (0, 1):
         epoch_rows = slice(epoch * train.num_rows, (epoch + 1) * train.num_rows)
         inputs, real = rows["inputs"][epoch_rows], rows["segment_ids"][epoch_rows] > 0
@@ -132,7 +134,7 @@ def test_nanogpt_split_on_tiny_shakespeare():
     # The train split is exactly nanoGPT's first 90% of characters; the document goes on into
     # validation, so no eos closes it. Validation ends with the document's eos.
     assert data.train.num_tokens == n_train == 1_003_854
-    assert tokenizer.decode(data.train.tokens) == text[:n_train]
+    assert tokenizer.decode(data.train.stream.tokens()[0]) == text[:n_train]
     val_inputs = np.concatenate([b["inputs"][b["segment_ids"] > 0] for b in data.val_batches])
     expected_val = tokenizer.encode(text[n_train:]) + [tokenizer.eos_id]
     np.testing.assert_array_equal(val_inputs, expected_val[:len(val_inputs)])
@@ -162,3 +164,61 @@ def test_workdir_caches_the_tokenizer(tmp_path):
 def test_data_room_does_not_import_jax():
     code = "import sys, jaxlm.data; assert not any(m.split('.')[0] in ('jax', 'flax') for m in sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
+
+
+def test_workdir_caches_the_tokenized_corpus(tmp_path, caplog):
+    first = build_data(_config(), workdir=str(tmp_path))
+    assert len(list((tmp_path / "data_cache").iterdir())) == 1
+    with caplog.at_level(logging.INFO):
+        second = build_data(_config(), workdir=str(tmp_path))
+    assert "Reusing the tokenized corpus" in caplog.text
+    assert first.fingerprint == second.fingerprint == build_data(_config(), workdir=None).fingerprint
+    for step in (0, 77):
+        for key in FIELDS:
+            np.testing.assert_array_equal(first.train.batch(step)[key], second.train.batch(step)[key])
+
+
+def test_lines_with_separate_validation_files(tmp_path):
+    train_lines = [f"line {i}: " + "word " * (i % 7) for i in range(400)]
+    (tmp_path / "train.txt").write_text("\n".join(train_lines) + "\n", encoding="utf-8")
+    (tmp_path / "val.txt").write_text("word one\n\nlion wine\n" * 20, encoding="utf-8")
+    config = _config(source="text", path=str(tmp_path / "train.txt"), document="line",
+                     val_path=str(tmp_path / "val.txt"), tokenizer__kind="char")
+    data = build_data(config, workdir=None)
+    assert "400 document(s)" in data.summary
+    # With validation files, nothing is held out of the training text: every line is a document.
+    tokens, _ = data.train.stream.tokens()
+    assert data.tokenizer.decode(tokens) == "</s>".join(train_lines) + "</s>"
+    val_text = data.tokenizer.decode(np.concatenate([b["inputs"][b["segment_ids"] > 0] for b in data.val_batches]))
+    assert val_text.startswith("word one</s>lion wine</s>word one</s>")
+    assert data.fingerprint == build_data(_config(**{**config.data.to_dict(), "val_path": str(tmp_path / "train.txt")}),
+                                          workdir=None).fingerprint  # the validation text does not decide training
+
+
+def test_jsonl_with_undecodable_bytes_and_max_documents(tmp_path):
+    records = [json.dumps({"text": f"document number {i} " * 5, "id": i}) for i in range(300)]
+    (tmp_path / "a.jsonl").write_bytes("\n".join(records).encode() + b'\n{"text": "bad \xff byte"}\n')
+    data = build_data(_config(source="jsonl", path=str(tmp_path / "a.jsonl"), tokenizer__kind="char"))
+    assert "301 document(s)" in data.summary and "1 undecodable byte sequence(s) replaced" in data.summary
+    bounded = build_data(_config(source="jsonl", path=str(tmp_path / "a.jsonl"), tokenizer__kind="char",
+                                 max_documents=250))
+    assert "250 document(s)" in bounded.summary and "replaced with U+FFFD" not in bounded.summary
+
+
+def test_empty_corpus_names_the_path(tmp_path):
+    (tmp_path / "empty1.txt").write_text("", encoding="utf-8")
+    (tmp_path / "empty2.txt").write_text("", encoding="utf-8")
+    pattern = str(tmp_path / "empty*.txt")
+    with pytest.raises(DataError, match=r"config.data.path=.*empty\*.txt.*holds no text"):
+        build_data(_config(source="text", path=pattern, tokenizer__kind="char"))
+
+
+def test_long_documents_are_split_and_counted(tmp_path):
+    (tmp_path / "a.txt").write_text("short\n" + "long " * 200 + "\n" + "tiny\n", encoding="utf-8")
+    data = build_data(_config(source="text", path=str(tmp_path / "a.txt"), document="line", tokenizer__kind="char",
+                              val_fraction=0.0, batch_size=2))
+    assert data.packing["long_documents"] == 1 and data.packing["documents"] == 3
+    assert "1 document(s) longer than a row continue in the next" in data.summary
+    # Every token is in some row: the stream of 6 + 1001 + 5 tokens needs ceil((1012 - 1) / 64) rows.
+    assert data.packing["tokens"] == 1012 and data.packing["rows"] == 16
+    assert data.packing["efficiency"] == pytest.approx(1012 / (16 * 64))

@@ -1,14 +1,16 @@
 """Tests for jaxlm/data/tokenizer.py: the fixed special ids, round trips, loading and the cache."""
 
+import hashlib
 import io
 import logging
 
 import ml_collections
+import numpy as np
 import pytest
 import sentencepiece as spm
 
 from jaxlm.data import tokenizer as tokenizer_lib
-from jaxlm.data.corpus import builtin_documents
+from jaxlm.data.sources import ListSource, builtin_documents
 from jaxlm.data.errors import DataError
 from jaxlm.data.tokenizer import SPECIAL_PIECES, CharTokenizer, SentencePieceTokenizer, build_tokenizer
 
@@ -36,8 +38,13 @@ def sp_tokenizer(documents):
 
 
 def _config(**tokenizer) -> ml_collections.ConfigDict:
-    spec = {"kind": "sentencepiece", "path": "", "model_type": "bpe", "vocab_size": 512, **tokenizer}
-    return ml_collections.ConfigDict({"data": {"tokenizer": spec}})
+    spec = {"kind": "sentencepiece", "path": "", "model_type": "bpe", "vocab_size": 512, "max_sentences": 1000,
+            **tokenizer}
+    return ml_collections.ConfigDict({"data": {"tokenizer": spec, "max_documents": 0}})
+
+
+def _source(documents):
+    return ListSource(documents, "test documents")
 
 
 def test_char_vocabulary_layout_and_exact_round_trip(documents):
@@ -111,16 +118,27 @@ def test_sentences_are_bounded_and_sampled(monkeypatch, documents):
     long_line = "x" * 250
     assert list(tokenizer_lib._sentences(f"a\n\n{long_line}\nb")) == ["a", "x" * 100, "x" * 100, "x" * 50, "b"]
 
-    everything = tokenizer_lib._sample_sentences(documents, seed=0)
-    monkeypatch.setattr(tokenizer_lib, "_MAX_SENTENCES", 300)
-    sample = tokenizer_lib._sample_sentences(documents, seed=0)
+    everything = list(tokenizer_lib._sentences("\n".join(documents)))
+    assert tokenizer_lib._sample_sentences(documents, 10**9, seed=0) == everything
+    # A generator: the sample is drawn in one pass, never holding the corpus.
+    sample = tokenizer_lib._sample_sentences(iter(documents), 300, seed=0)
     assert len(sample) == 300
-    assert sample == tokenizer_lib._sample_sentences(documents, seed=0)
-    assert sample != tokenizer_lib._sample_sentences(documents, seed=1)
+    assert sample == tokenizer_lib._sample_sentences(documents, 300, seed=0)
+    assert sample != tokenizer_lib._sample_sentences(documents, 300, seed=1)
     # An ordered subsequence of all sentences: each sampled one is found after the previous one.
     position = iter(everything)
     assert all(any(s == t for t in position) for s in sample)
-    assert SentencePieceTokenizer.train(documents, vocab_size=400, seed=3).vocab_size == 400
+    assert SentencePieceTokenizer.train(documents, vocab_size=400, seed=3, max_sentences=2000).vocab_size == 400
+
+
+def test_sentence_sample_is_uniform():
+    # 1,000 of 20,000 numbered lines, over 40 seeds: each tenth of the corpus should hold 10% of the
+    # picks (40,000 picks; a standard error of 0.15%), and early and late lines alike.
+    lines = [str(i) for i in range(20_000)]
+    picks = np.concatenate([np.array(tokenizer_lib._sample_sentences(lines, 1000, seed), int) for seed in range(40)])
+    assert len(picks) == 40_000 and len(np.unique(picks)) > 17_000
+    tenths = np.bincount(picks // 2000, minlength=10) / len(picks)
+    np.testing.assert_allclose(tenths, 0.1, atol=0.006)
 
 
 def test_sentencepiece_vocab_too_large_names_the_field():
@@ -155,7 +173,8 @@ def test_char_load_errors_name_the_field(tmp_path):
 
 def test_build_loads_a_given_path(sp_tokenizer, tmp_path):
     path = sp_tokenizer.save(str(tmp_path))
-    loaded = build_tokenizer(_config(path=path), ["ignored"], workdir=None)
+    loaded = build_tokenizer(_config(path=path), _source(["ignored"]), workdir=None)
+    assert loaded.fingerprint == sp_tokenizer.fingerprint
     assert loaded.encode("Hello world\n") == sp_tokenizer.encode("Hello world\n")
 
 
@@ -169,30 +188,77 @@ def test_build_caches_and_invalidates(tmp_path, monkeypatch, caplog):
 
     monkeypatch.setattr(SentencePieceTokenizer, "train", classmethod(counting_train))
     corpus = builtin_documents()[:10]
-    first = build_tokenizer(_config(vocab_size=400), corpus, str(tmp_path))
+    first = build_tokenizer(_config(vocab_size=400), _source(corpus), str(tmp_path))
     assert (tmp_path / "tokenizer" / "tokenizer.model").is_file()
     assert (tmp_path / "tokenizer" / "settings.json").is_file()
     with caplog.at_level(logging.INFO):
-        again = build_tokenizer(_config(vocab_size=400), corpus, str(tmp_path))
+        again = build_tokenizer(_config(vocab_size=400), _source(corpus), str(tmp_path))
     assert "Reusing" in caplog.text and len(trained) == 1
     assert again.encode(corpus[0]) == first.encode(corpus[0])
 
-    build_tokenizer(_config(vocab_size=420), corpus, str(tmp_path))  # settings changed
+    build_tokenizer(_config(vocab_size=420), _source(corpus), str(tmp_path))  # settings changed
     assert len(trained) == 2
-    changed = build_tokenizer(_config(vocab_size=420), corpus[:9], str(tmp_path))  # corpus changed
+    changed = build_tokenizer(_config(vocab_size=420), _source(corpus[:9]), str(tmp_path))  # corpus changed
     assert len(trained) == 3 and changed.vocab_size == 420
-    build_tokenizer(_config(vocab_size=420), corpus[:9], str(tmp_path))
+    build_tokenizer(_config(vocab_size=420), _source(corpus[:9]), str(tmp_path))
     assert len(trained) == 3
 
     (tmp_path / "tokenizer" / "tokenizer.model").write_bytes(b"corrupt")
-    build_tokenizer(_config(vocab_size=420), corpus[:9], str(tmp_path))
+    build_tokenizer(_config(vocab_size=420), _source(corpus[:9]), str(tmp_path))
     assert len(trained) == 4
-    build_tokenizer(_config(vocab_size=420), corpus[:9], None)  # no workdir: no cache
+    build_tokenizer(_config(vocab_size=420), _source(corpus[:9]), None)  # no workdir: no cache
     assert len(trained) == 5
+    bounded = _config(vocab_size=420)
+    bounded.data.max_documents = 5  # reads fewer documents: a different training corpus
+    build_tokenizer(bounded, _source(corpus[:9]), str(tmp_path))
+    assert len(trained) == 6
 
 
 def test_build_char_kind_caches_too(tmp_path):
-    tokenizer = build_tokenizer(_config(kind="char"), ["abc\n"], str(tmp_path))
+    tokenizer = build_tokenizer(_config(kind="char"), _source(["abc\n"]), str(tmp_path))
     assert (tmp_path / "tokenizer" / "tokenizer.json").is_file()
-    assert build_tokenizer(_config(kind="char"), ["abc\n"], str(tmp_path)).chars == tokenizer.chars == "\nabc"
-    assert build_tokenizer(_config(kind="char"), ["abd\n"], str(tmp_path)).chars == "\nabd"
+    assert build_tokenizer(_config(kind="char"), _source(["abc\n"]), str(tmp_path)).chars == tokenizer.chars == "\nabc"
+    assert build_tokenizer(_config(kind="char"), _source(["abd\n"]), str(tmp_path)).chars == "\nabd"
+
+
+def test_fingerprint_names_the_saved_tokenizer(sp_tokenizer, documents, tmp_path):
+    assert sp_tokenizer.fingerprint == hashlib.sha256(open(sp_tokenizer.save(str(tmp_path)), "rb").read()).hexdigest()
+    assert SentencePieceTokenizer.train(documents, vocab_size=512).fingerprint == sp_tokenizer.fingerprint
+    assert SentencePieceTokenizer.train(documents, vocab_size=520).fingerprint != sp_tokenizer.fingerprint
+    char = CharTokenizer.train(["abc"])
+    assert CharTokenizer.load(char.save(str(tmp_path))).fingerprint == char.fingerprint
+    assert CharTokenizer.train(["abd"]).fingerprint != char.fingerprint
+
+
+def test_sentencepiece_char_model(documents):
+    tokenizer = SentencePieceTokenizer.train(documents[:20], vocab_size=5000, model_type="char")
+    chars = set("".join(documents[:20]))
+    # Specials (<pad> <unk> <s> </s> <mask> "\n"), 256 byte pieces and a piece per character but the
+    # rarest (sentencepiece covers 99.95% of characters; bytes cover the rest): vocab_size only caps it.
+    assert 0.8 * len(chars) < tokenizer.vocab_size - 6 - 256 <= len(chars)
+    assert tokenizer.encode("<mask>") == [4]
+    for text in VARIED:
+        assert tokenizer.decode(tokenizer.encode(text)) == text
+    assert len(tokenizer.encode("the cat")) == 7
+    assert tokenizer._newline_id is not None
+    assert tokenizer.encode_batch(documents[:20]) == [tokenizer.encode(d) for d in documents[:20]]
+    capped = SentencePieceTokenizer.train(documents[:20], vocab_size=300, model_type="char")
+    assert capped.vocab_size == 300 and capped.decode(capped.encode(VARIED[4])) == VARIED[4]
+
+
+def test_encode_batch_equals_encode(sp_tokenizer, documents, tmp_path):
+    texts = VARIED + documents[:30] + ["\n".join(documents[:5])]
+    unigram = SentencePieceTokenizer.train(documents[:20], vocab_size=400, model_type="unigram")
+    for tokenizer in (sp_tokenizer, unigram, CharTokenizer.train(documents)):
+        assert tokenizer.encode_batch(texts) == [tokenizer.encode(text) for text in texts]
+    assert sp_tokenizer._newline_id == sp_tokenizer.encode("\n")[0]  # lines are encoded apart
+    assert unigram._newline_id is None  # unigram ties would break differently line by line
+    # A model trained elsewhere adds a dummy "▁" at the start of each text: lines must not be cut apart.
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(documents[0].split("\n")), model_writer=model,
+                                   vocab_size=150, model_type="bpe", pad_id=0, unk_id=1, bos_id=2, eos_id=3,
+                                   user_defined_symbols=["<mask>", "\n"], minloglevel=2)
+    (tmp_path / "foreign.model").write_bytes(model.getvalue())
+    foreign = SentencePieceTokenizer.load(str(tmp_path / "foreign.model"))
+    assert foreign._newline_id is None
+    assert foreign.encode_batch(texts) == [foreign.encode(text) for text in texts]
