@@ -1,0 +1,42 @@
+"""Multi-host start-up: one JAX job over many processes, before any device is touched.
+
+On Cloud TPU, SLURM, Open MPI and Kubernetes, `jax.distributed.initialize()` finds the coordinator
+and the process's rank by itself; elsewhere the caller passes them (flags of run_pretrain.py).
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+
+# Environment variables that mean "this process is one of several", per cluster kind.
+_CLUSTER_SIZE_VARS = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "JAX_NUM_PROCESSES")
+_CLUSTER_HINT_VARS = ("TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS", "JAX_COORDINATOR_ADDRESS")
+
+
+def cluster_detected() -> bool:
+    """Whether the environment says this process is part of a multi-process job."""
+    if any(int(os.environ.get(var, "1") or 1) > 1 for var in _CLUSTER_SIZE_VARS):
+        return True
+    hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
+    return "," in hosts or any(os.environ.get(var) for var in _CLUSTER_HINT_VARS[1:])
+
+
+def initialize(mode: str = "auto", coordinator_address: str | None = None,
+               num_processes: int | None = None, process_id: int | None = None) -> bool:
+    """Joins the multi-process job if there is one; returns whether it did.
+
+    mode "off" never joins, "on" always does (auto-detecting what is not given), "auto" joins when
+    a coordinator is given or the environment shows a cluster.
+    """
+    if mode not in ("auto", "on", "off"):
+        raise ValueError(f"--distributed={mode!r}: must be auto, on or off")
+    explicit = coordinator_address is not None
+    if mode == "off" or (mode == "auto" and not explicit and not cluster_detected()):
+        return False
+    # CPU processes need a collectives library to talk to each other; accelerators ignore this.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                               process_id=process_id)
+    return True
