@@ -1,7 +1,8 @@
 """Multi-head attention with grouped-query heads, causal or bidirectional, packed-segment aware.
 
-Shape letters: B batch, L query length, M key length, D width, H query heads, G key/value heads
-(G divides H), K head dim.
+`decode` is the same attention over a key/value cache, for generating a few tokens at a time.
+Shape letters: B batch, L query length, M key length (cache slots), D width, H query heads,
+G key/value heads (G divides H), R query heads per key/value head (H / G), K head dim.
 """
 
 from __future__ import annotations
@@ -28,6 +29,42 @@ def attention_mask(segment_ids_BxL: jax.Array, causal: bool) -> jax.Array:
     return same_segment_BxLxL[:, None]
 
 
+def decode_mask(segment_BxM: jax.Array, segment_ids_BxL: jax.Array, start: jax.Array) -> jax.Array:
+    """Which cache slot each of L new tokens (in slots start..start+L-1) may see, [B, 1, L, M] bool.
+
+    The causal and segment rule of `attention_mask`, over the cache: a token sees the filled slots of
+    its own segment up to its own; empty slots hold segment 0 and lie in the future, so stay hidden.
+    """
+    query_slots_L = start + jnp.arange(segment_ids_BxL.shape[1])
+    slots_M = jnp.arange(segment_BxM.shape[1])
+    seen_BxLxM = segment_BxM[:, None, :] == segment_ids_BxL[:, :, None]
+    seen_BxLxM &= slots_M[None, None, :] <= query_slots_L[None, :, None]
+    return seen_BxLxM[:, None]
+
+
+def attend(q_BxLxHxK: jax.Array, k_BxMxGxK: jax.Array, v_BxMxGxK: jax.Array,
+           mask_Bx1xLxM: jax.Array) -> jax.Array:
+    """softmax(q k^T / sqrt(K), masked) v, [B, L, H, K]; scores and softmax in float32.
+
+    Normalises after the value product: dividing [B, L, H, K] rather than [B, H, L, M] saves a pass
+    over the biggest tensor, which halved the step of a context-256 model on the CPU
+    (benchmarks/NOTES.md) against `jax.nn.dot_product_attention`.
+    """
+    B, L, H, K = q_BxLxHxK.shape
+    G = k_BxMxGxK.shape[2]
+    q_BxLxGxRxK = (q_BxLxHxK * jnp.asarray(K**-0.5, q_BxLxHxK.dtype)).reshape(B, L, G, H // G, K)
+    s_BxGxRxLxM = jnp.einsum("BLGRK,BMGK->BGRLM", q_BxLxGxRxK, k_BxMxGxK,
+                             preferred_element_type=jnp.float32)
+    s_BxGxRxLxM = jnp.where(mask_Bx1xLxM[:, :, None], s_BxGxRxLxM, -1e30)
+    # The max only keeps exp in range; any constant per row gives the same softmax, so no gradient.
+    s_max_BxGxRxLx1 = jax.lax.stop_gradient(s_BxGxRxLxM.max(-1, keepdims=True))
+    e_BxGxRxLxM = jnp.exp(s_BxGxRxLxM - s_max_BxGxRxLx1)
+    y_BxLxGxRxK = jnp.einsum("BGRLM,BMGK->BLGRK", e_BxGxRxLxM.astype(v_BxMxGxK.dtype), v_BxMxGxK,
+                             preferred_element_type=jnp.float32)
+    sum_BxLxGxRx1 = e_BxGxRxLxM.sum(-1).transpose(0, 3, 1, 2)[..., None]
+    return (y_BxLxGxRxK / sum_BxLxGxRx1).reshape(B, L, H, K).astype(q_BxLxHxK.dtype)
+
+
 class Attention(nnx.Module):
     """Query/key/value projections, optional RoPE, scaled dot-product attention, output projection."""
 
@@ -44,13 +81,31 @@ class Attention(nnx.Module):
         self.out = Dense((H, K), (D,), in_axes=("heads", "head_dim"), out_axes=("embed",),
                          use_bias=cfg.use_bias, std=cfg.residual_init_std, dtype=cfg.dtype, rngs=rngs)
 
-    def __call__(self, x_BxLxD: jax.Array, mask_Bx1xLxL: jax.Array,
-                 rope: tuple[jax.Array, jax.Array] | None) -> jax.Array:
+    def _project(self, x_BxLxD: jax.Array, rope: tuple[jax.Array, jax.Array] | None
+                 ) -> tuple[jax.Array, jax.Array, jax.Array]:
         q_BxLxHxK = self.query(x_BxLxD)
         k_BxLxGxK = self.key(x_BxLxD)
         v_BxLxGxK = self.value(x_BxLxD)
         if rope is not None:
             q_BxLxHxK = apply_rope(q_BxLxHxK, *rope)
             k_BxLxGxK = apply_rope(k_BxLxGxK, *rope)
-        y_BxLxHxK = jax.nn.dot_product_attention(q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, mask=mask_Bx1xLxL)
+        return q_BxLxHxK, k_BxLxGxK, v_BxLxGxK
+
+    def __call__(self, x_BxLxD: jax.Array, mask_Bx1xLxL: jax.Array,
+                 rope: tuple[jax.Array, jax.Array] | None) -> jax.Array:
+        q_BxLxHxK, k_BxLxGxK, v_BxLxGxK = self._project(x_BxLxD, rope)
+        y_BxLxHxK = attend(q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, mask_Bx1xLxL)
         return self.out(y_BxLxHxK)
+
+    def decode(self, x_BxLxD: jax.Array, cache: tuple[jax.Array, jax.Array], start: jax.Array,
+               mask_Bx1xLxM: jax.Array, rope: tuple[jax.Array, jax.Array] | None
+               ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        """Writes the L new keys and values into cache slots start.. and attends over the whole cache."""
+        q_BxLxHxK, k_BxLxGxK, v_BxLxGxK = self._project(x_BxLxD, rope)
+        k_BxMxGxK, v_BxMxGxK = cache
+        k_BxMxGxK = jax.lax.dynamic_update_slice_in_dim(k_BxMxGxK, k_BxLxGxK.astype(k_BxMxGxK.dtype),
+                                                        start, axis=1)
+        v_BxMxGxK = jax.lax.dynamic_update_slice_in_dim(v_BxMxGxK, v_BxLxGxK.astype(v_BxMxGxK.dtype),
+                                                        start, axis=1)
+        y_BxLxHxK = attend(q_BxLxHxK, k_BxMxGxK, v_BxMxGxK, mask_Bx1xLxM)
+        return self.out(y_BxLxHxK), (k_BxMxGxK, v_BxMxGxK)

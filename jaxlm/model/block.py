@@ -1,9 +1,12 @@
 """One Transformer block: attention and FFN sublayers with residuals, pre-LN or post-LN.
 
-Shape letters: B batch, L length, D width, K head dim.
+Shape letters: B batch, L length, M key/value cache slots, D width, G key/value heads, K head dim.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import jax
 from flax import nnx
@@ -24,14 +27,29 @@ class Block(nnx.Module):
         self.ffn_norm = make_norm(cfg.norm, cfg.width, cfg.norm_eps, rngs)
         self.ffn = make_ffn(cfg, rngs)
 
-    def __call__(self, x_BxLxD: jax.Array, mask_Bx1xLxL: jax.Array,
-                 rope: tuple[jax.Array, jax.Array] | None, dropout_key: jax.Array | None) -> jax.Array:
+    def _sublayers(self, x_BxLxD: jax.Array, attend: Callable[[jax.Array], tuple[jax.Array, Any]],
+                   dropout_key: jax.Array | None) -> tuple[jax.Array, Any]:
+        """The residual/norm wiring around `attend` (which also returns its own extra output) and the FFN."""
         keys = jax.random.split(dropout_key) if dropout_key is not None else (None, None)
         rate = self.cfg.dropout
         if self.cfg.norm_position == "pre":
-            x_BxLxD = x_BxLxD + dropout(
-                self.attention(self.attention_norm(x_BxLxD), mask_Bx1xLxL, rope), rate, keys[0])
-            return x_BxLxD + dropout(self.ffn(self.ffn_norm(x_BxLxD)), rate, keys[1])
-        x_BxLxD = self.attention_norm(
-            x_BxLxD + dropout(self.attention(x_BxLxD, mask_Bx1xLxL, rope), rate, keys[0]))
-        return self.ffn_norm(x_BxLxD + dropout(self.ffn(x_BxLxD), rate, keys[1]))
+            y_BxLxD, extra = attend(self.attention_norm(x_BxLxD))
+            x_BxLxD = x_BxLxD + dropout(y_BxLxD, rate, keys[0])
+            return x_BxLxD + dropout(self.ffn(self.ffn_norm(x_BxLxD)), rate, keys[1]), extra
+        y_BxLxD, extra = attend(x_BxLxD)
+        x_BxLxD = self.attention_norm(x_BxLxD + dropout(y_BxLxD, rate, keys[0]))
+        return self.ffn_norm(x_BxLxD + dropout(self.ffn(x_BxLxD), rate, keys[1])), extra
+
+    def __call__(self, x_BxLxD: jax.Array, mask_Bx1xLxL: jax.Array,
+                 rope: tuple[jax.Array, jax.Array] | None, dropout_key: jax.Array | None) -> jax.Array:
+        x_BxLxD, _ = self._sublayers(
+            x_BxLxD, lambda h_BxLxD: (self.attention(h_BxLxD, mask_Bx1xLxL, rope), None), dropout_key)
+        return x_BxLxD
+
+    def decode(self, x_BxLxD: jax.Array, cache: tuple[jax.Array, jax.Array], start: jax.Array,
+               mask_Bx1xLxM: jax.Array, rope: tuple[jax.Array, jax.Array] | None
+               ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        """The block on L new tokens whose keys/values go into this layer's cache at slots start..."""
+        return self._sublayers(
+            x_BxLxD, lambda h_BxLxD: self.attention.decode(h_BxLxD, cache, start, mask_Bx1xLxM, rope),
+            None)

@@ -47,6 +47,7 @@ class ModelConfig:
     dropout: float = 0.0
     dtype: str = "float32"  # compute dtype; parameters are always float32
     remat: str = "none"  # "none" | "full" | "dots"
+    scan_unroll: int = 1  # blocks per iteration of the layer scan (num_layers: no loop at all)
 
     @property
     def head_dim(self) -> int:  # K
@@ -89,6 +90,7 @@ def model_config_from(config: ml_collections.ConfigDict, vocab_size: int) -> Mod
         dropout=m.dropout,
         dtype=m.dtype,
         remat=m.remat,
+        scan_unroll=m.scan_unroll,
     )
     if model_cfg.mlp_dim == -1:
         model_cfg = dataclasses.replace(model_cfg, mlp_dim=default_mlp_dim(model_cfg.ffn, m.width))

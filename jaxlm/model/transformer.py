@@ -1,16 +1,20 @@
 """The Transformer: embeddings, a scanned stack of blocks, the final norm and the output head.
 
 One story from token ids to logits for all three families (see config.FAMILY_ARCHITECTURES).
-Shape letters: B batch, L length, D width, V vocab, N layers.
+`decode` runs the causal families a few tokens at a time against a key/value cache.
+Shape letters: B batch, L length, D width, V vocab, N layers, M cache slots, G key/value heads,
+K head dim.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxlm.model.attention import attention_mask
+from jaxlm.model.attention import attention_mask, decode_mask
 from jaxlm.model.block import Block
 from jaxlm.model.config import ModelConfig
 from jaxlm.model.embeddings import Embed, rope_tables
@@ -30,6 +34,14 @@ def _stacked_blocks(cfg: ModelConfig, rngs: nnx.Rngs) -> Block:
     state = jax.tree.map(lambda v: nnx.Param(v[...], axes=("layers", *v.axes)), state,
                          is_leaf=lambda v: isinstance(v, nnx.Variable))
     return nnx.merge(graphdef, state)
+
+
+class KVCache(NamedTuple):
+    """Every layer's keys and values for M slots, and the segment id of each filled slot (0 = empty)."""
+
+    key_NxBxMxGxK: jax.Array
+    value_NxBxMxGxK: jax.Array
+    segment_BxM: jax.Array
 
 
 class MlmHead(nnx.Module):
@@ -75,19 +87,10 @@ class Transformer(nnx.Module):
         """The final hidden states [B, L, D] (before the output head)."""
         cfg = self.cfg
         keys = jax.random.split(dropout_key) if dropout_key is not None else (None, None)
-        x_BxLxD = self.token_embed(inputs_BxL)
-        if self.position_embed is not None:
-            x_BxLxD = x_BxLxD + self.position_embed(positions_BxL)
-        if self.type_embed is not None:
-            types_BxL = token_types_BxL if token_types_BxL is not None else jnp.zeros_like(inputs_BxL)
-            x_BxLxD = x_BxLxD + self.type_embed(types_BxL)
-        if self.embed_norm is not None:
-            x_BxLxD = self.embed_norm(x_BxLxD)
-        x_BxLxD = dropout(x_BxLxD, cfg.dropout, keys[0])
+        x_BxLxD = dropout(self._embed(inputs_BxL, positions_BxL, token_types_BxL), cfg.dropout, keys[0])
 
         mask_Bx1xLxL = attention_mask(segment_ids_BxL, cfg.causal)
-        rope = (rope_tables(positions_BxL, cfg.head_dim, cfg.rope_theta)
-                if cfg.positions == "rope" else None)
+        rope = self._rope(positions_BxL)
         block_keys_N = (jax.random.split(keys[1], cfg.num_layers) if keys[1] is not None
                         else jnp.zeros((cfg.num_layers,), dtype=bool))
         graphdef, stacked_state = nnx.split(self.blocks)
@@ -99,7 +102,10 @@ class Transformer(nnx.Module):
 
         if cfg.remat != "none":
             one_block = jax.checkpoint(one_block, policy=REMAT_POLICIES[cfg.remat])
-        x_BxLxD, _ = jax.lax.scan(one_block, x_BxLxD, (stacked_state, block_keys_N))
+        # Unrolling drops the loop's per-layer slicing and stacking of residuals, which costs small
+        # models more than their matmuls on the CPU (benchmarks/NOTES.md); compile time grows with it.
+        x_BxLxD, _ = jax.lax.scan(one_block, x_BxLxD, (stacked_state, block_keys_N),
+                                  unroll=min(cfg.scan_unroll, cfg.num_layers))
         if self.final_norm is not None:
             x_BxLxD = self.final_norm(x_BxLxD)
         return x_BxLxD
@@ -109,8 +115,60 @@ class Transformer(nnx.Module):
                  dropout_key: jax.Array | None = None) -> jax.Array:
         """Logits [B, L, V] in the compute dtype."""
         x_BxLxD = self.encode(inputs_BxL, positions_BxL, segment_ids_BxL, token_types_BxL, dropout_key)
+        return self._head(x_BxLxD)
+
+    def _embed(self, inputs_BxL: jax.Array, positions_BxL: jax.Array,
+               token_types_BxL: jax.Array | None) -> jax.Array:
+        x_BxLxD = self.token_embed(inputs_BxL)
+        if self.position_embed is not None:
+            x_BxLxD = x_BxLxD + self.position_embed(positions_BxL)
+        if self.type_embed is not None:
+            types_BxL = token_types_BxL if token_types_BxL is not None else jnp.zeros_like(inputs_BxL)
+            x_BxLxD = x_BxLxD + self.type_embed(types_BxL)
+        if self.embed_norm is not None:
+            x_BxLxD = self.embed_norm(x_BxLxD)
+        return x_BxLxD
+
+    def _rope(self, positions_BxL: jax.Array) -> tuple[jax.Array, jax.Array] | None:
+        if self.cfg.positions != "rope":
+            return None
+        return rope_tables(positions_BxL, self.cfg.head_dim, self.cfg.rope_theta)
+
+    def _head(self, x_BxLxD: jax.Array) -> jax.Array:
         if self.mlm_head is not None:
             return self.mlm_head(x_BxLxD, self.token_embed)
         if self.lm_head is not None:
             return self.lm_head(x_BxLxD)
         return self.token_embed.attend(x_BxLxD)
+
+    def init_cache(self, batch: int, slots: int) -> KVCache:
+        """An empty cache of `slots` key/value slots per row, in the compute dtype."""
+        cfg = self.cfg
+        shape = (cfg.num_layers, batch, slots, cfg.num_kv_heads, cfg.head_dim)
+        return KVCache(jnp.zeros(shape, cfg.dtype), jnp.zeros(shape, cfg.dtype),
+                       jnp.zeros((batch, slots), jnp.int32))
+
+    def decode(self, inputs_BxL: jax.Array, positions_BxL: jax.Array, segment_ids_BxL: jax.Array,
+               cache: KVCache, start: jax.Array) -> tuple[jax.Array, KVCache]:
+        """Logits [B, L, V] of L new tokens placed in cache slots start..start+L-1, and the new cache.
+
+        Same numbers as `__call__` on the whole sequence so far (prefill: the prompt with start 0; then
+        one token per step). Segment 0 marks padding, as in training batches.
+        """
+        assert self.cfg.causal, "decoding with a cache needs a causal model"
+        segment_BxM = jax.lax.dynamic_update_slice_in_dim(cache.segment_BxM, segment_ids_BxL, start, axis=1)
+        mask_Bx1xLxM = decode_mask(segment_BxM, segment_ids_BxL, start)
+        rope = self._rope(positions_BxL)
+        x_BxLxD = self._embed(inputs_BxL, positions_BxL, None)
+        graphdef, stacked_state = nnx.split(self.blocks)
+
+        def one_block(x_BxLxD, layer):
+            state, k_BxMxGxK, v_BxMxGxK = layer
+            block = nnx.merge(graphdef, state)
+            return block.decode(x_BxLxD, (k_BxMxGxK, v_BxMxGxK), start, mask_Bx1xLxM, rope)
+
+        x_BxLxD, (k_NxBxMxGxK, v_NxBxMxGxK) = jax.lax.scan(
+            one_block, x_BxLxD, (stacked_state, cache.key_NxBxMxGxK, cache.value_NxBxMxGxK))
+        if self.final_norm is not None:
+            x_BxLxD = self.final_norm(x_BxLxD)
+        return self._head(x_BxLxD), KVCache(k_NxBxMxGxK, v_NxBxMxGxK, segment_BxM)

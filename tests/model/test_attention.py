@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxlm.model.attention import Attention, attention_mask
+from jaxlm.model.attention import Attention, attend, attention_mask
 from jaxlm.model.config import ModelConfig
 
 
@@ -56,3 +56,14 @@ def test_mask_keeps_segments_apart_and_hides_the_future():
     bidirectional = np.asarray(attention_mask(segments, causal=False))[0, 0]
     np.testing.assert_array_equal(bidirectional[0], [1, 1, 0, 0, 0])
     np.testing.assert_array_equal(bidirectional[2], [0, 0, 1, 1, 0])
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2, 1])
+def test_attend_equals_jax_dot_product_attention(kv_heads):
+    rng = np.random.default_rng(0)
+    B, L, H, K = 2, 9, 4, 8
+    q = jnp.asarray(rng.normal(size=(B, L, H, K)), jnp.float32)
+    k, v = (jnp.asarray(rng.normal(size=(B, L, kv_heads, K)), jnp.float32) for _ in range(2))
+    mask = attention_mask(jnp.asarray([[1] * 5 + [2] * 4, [1] * 7 + [0] * 2]), causal=True)
+    want = jax.nn.dot_product_attention(q, k, v, mask=mask)
+    np.testing.assert_allclose(attend(q, k, v, mask), want, rtol=1e-5, atol=1e-6)

@@ -97,20 +97,29 @@ def test_gpt2_scales_residual_projection_init():
     np.testing.assert_allclose(out_std, 0.02 / np.sqrt(16), rtol=0.1)
 
 
+def _loss_and_grads(model):
+    """A loss over all logits and its gradients, on fixed inputs."""
+    ids, positions, segments = _ids(), _positions(), jnp.ones((2, L), jnp.int32)
+    graphdef, params = nnx.split(model)
+    loss = lambda p: jnp.mean(nnx.merge(graphdef, p)(ids, positions, segments) ** 2)
+    return jax.value_and_grad(loss)(params)
+
+
 @pytest.mark.parametrize("remat", ["full", "dots"])
 def test_remat_changes_memory_not_numbers(remat):
-    ids, positions, segments = _ids(), _positions(), jnp.ones((2, L), jnp.int32)
-
-    def loss_and_grads(model):
-        graphdef, params = nnx.split(model)
-        loss = lambda p: jnp.mean(nnx.merge(graphdef, p)(ids, positions, segments) ** 2)
-        return jax.value_and_grad(loss)(params)
-
-    plain_loss, plain_grads = loss_and_grads(_model("llama"))
-    remat_loss, remat_grads = loss_and_grads(_model("llama", remat=remat))
+    plain_loss, plain_grads = _loss_and_grads(_model("llama"))
+    remat_loss, remat_grads = _loss_and_grads(_model("llama", remat=remat))
     np.testing.assert_allclose(remat_loss, plain_loss, rtol=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
                  plain_grads, remat_grads)
+
+
+def test_unrolled_layer_scan_gives_the_same_numbers():
+    rolled_loss, rolled_grads = _loss_and_grads(_model("gpt2"))
+    for unroll in (2, 3):
+        loss, grads = _loss_and_grads(_model("gpt2", scan_unroll=unroll))
+        np.testing.assert_allclose(loss, rolled_loss, rtol=1e-6)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), rolled_grads, grads)
 
 
 def test_bfloat16_compute_keeps_float32_parameters_and_stays_close():
