@@ -22,17 +22,27 @@ def base_config() -> ml_collections.ConfigDict:
     c.seed = 0  # Seeds parameter init, data order, MLM masking and dropout.
 
     c.data = ml_collections.ConfigDict()
-    c.data.source = "builtin"  # "builtin" (CPython's own documentation, offline) or "text" (files at data.path).
-    c.data.path = ""  # With source="text": a file or glob of UTF-8 text files, one document each.
+    c.data.source = "builtin"  # "builtin" (CPython's docs, offline), "text" or "jsonl" (files at data.path), "tfds".
+    c.data.path = ""  # With source="text" or "jsonl": a file or glob (`~` and `**` work) of UTF-8 files.
+    c.data.document = "file"  # With source="text": a document is a "file", a "line" or a blank-line "paragraph".
+    c.data.text_field = "text"  # With source="jsonl" or "tfds": the field (TFDS: string feature) holding the text.
+    c.data.tfds_name = ""  # With source="tfds": the dataset, e.g. "lm1b", "c4/en", "wikipedia/20230601.en".
+    c.data.tfds_split = "train"  # With source="tfds": the split to train on (slices work: "train[:90%]").
+    c.data.tfds_val_split = ""  # With source="tfds": a split to validate on; empty = hold out data.val_fraction.
+    c.data.tfds_data_dir = ""  # With source="tfds": TFDS data_dir (a gs:// path works); empty = TFDS's default.
+    c.data.val_path = ""  # With source="text" or "jsonl": files to validate on; empty = hold out data.val_fraction.
+    c.data.max_documents = 0  # Read at most this many training documents (0 = all): bounds time and disk.
     c.data.seq_len = 128  # Tokens per row; rows pack several documents, kept apart by segment_ids.
-    c.data.batch_size = 12  # Global batch size in rows. Must be divisible by train.grad_accum_steps.
+    c.data.batch_size = 12  # Global batch size in rows. Must be divisible by train.grad_accum_steps and #hosts.
     c.data.val_fraction = 0.05  # Last fraction of the token stream held out for validation (0 = none).
     c.data.mask_prob = 0.15  # MLM only: fraction of tokens chosen for prediction (BERT: 0.15).
+    c.data.prefetch = 2  # Batches each host prepares ahead in a background thread (0 = none).
     c.data.tokenizer = ml_collections.ConfigDict()
     c.data.tokenizer.kind = "sentencepiece"  # "sentencepiece" (trained or loaded) or "char" (one token per character).
     c.data.tokenizer.path = ""  # A sentencepiece .model to load; empty = train one and cache it in the workdir.
-    c.data.tokenizer.model_type = "bpe"  # Sentencepiece algorithm when training: "bpe" or "unigram".
+    c.data.tokenizer.model_type = "bpe"  # Sentencepiece algorithm when training: "bpe", "unigram" or "char".
     c.data.tokenizer.vocab_size = 2048  # Sentencepiece vocabulary size when training (specials included).
+    c.data.tokenizer.max_sentences = 1_000_000  # Lines sampled (uniformly, one pass) to train sentencepiece on.
 
     c.model = ml_collections.ConfigDict()
     c.model.family = "llama"  # "gpt2", "llama" or "bert": sets norms, positions, FFN, attention and head.
@@ -46,6 +56,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.dropout = 0.0  # Dropout rate on embeddings, attention output and FFN output.
     c.model.dtype = "float32"  # Compute dtype: "float32" or "bfloat16" (parameters stay float32).
     c.model.remat = "none"  # Rematerialise each block in the backward pass: "none", "full" or "dots".
+    c.model.scan_unroll = 1  # Blocks per layer-scan iteration: 1 keeps compile time flat in depth; num_layers unrolls all (faster small models).
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 450  # Optimizer steps.
@@ -60,6 +71,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.decay_embeddings = False  # Also decay the embedding tables (nanoGPT does).
     c.train.clip_norm = 1.0  # Clip gradients to this global norm (0 = off).
     c.train.grad_accum_steps = 1  # Micro-batches per step, accumulated inside the jitted step.
+    c.train.cross_entropy = "plain"  # "plain" (XLA decides) or "vocab_parallel" (shard_map; logits never gathered).
+    c.train.stop_at = 0  # Save and stop after this step, keeping train.steps' schedule (time-limited jobs); 0 = off.
+    c.train.skip_nonfinite = False  # Skip a step whose loss or gradient is not finite (else stop the run).
 
     c.eval = ml_collections.ConfigDict()
     c.eval.every = 200  # Evaluate every this many steps and at the end (0 = only at the end).
@@ -72,6 +86,22 @@ def base_config() -> ml_collections.ConfigDict:
     c.sample.prompt = "The "  # Causal: text to continue at the end. MLM: a sentence with words to mask.
     c.sample.num_tokens = 64  # Causal: tokens to generate.
     c.sample.temperature = 0.8  # Causal: sampling temperature (0 = greedy).
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.preset = "dp"  # "dp", "fsdp", "tp" or "fsdp_tp": the default sizes of the three axes below.
+    c.mesh.data = 0  # Devices that split the batch and replicate parameters; 0 = preset's, -1 = the rest.
+    c.mesh.fsdp = 0  # Devices that split the batch and shard parameters and optimizer state (FSDP).
+    c.mesh.tensor = 0  # Devices that split heads, FFN width and vocabulary (Megatron tensor parallelism).
+    c.mesh.rules = ""  # Overrides of the logical->mesh axis rules, e.g. "vocab=,embed=fsdp+data".
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.directory = ""  # Where checkpoints go; "" = <workdir>/checkpoints. May be gs://bucket/path.
+    c.checkpoint.every = 200  # Save every this many steps, at the end and on SIGTERM/SIGINT (0 = end only).
+    c.checkpoint.keep = 3  # Keep the newest this many checkpoints...
+    c.checkpoint.keep_every = 0  # ...and every step divisible by this forever (0 = none).
+    c.checkpoint.async_save = True  # Write to disk in the background while training goes on.
+    c.checkpoint.restore_from = ""  # Start a new run from another run's checkpoint dir (or its workdir).
+    c.checkpoint.params_only = True  # With restore_from: take the weights only (fresh optimizer, step 0).
     return c
 
 
@@ -102,16 +132,26 @@ def _choice(config: ml_collections.ConfigDict, field: str, choices: tuple[str, .
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError for the first field whose value the run cannot use."""
     _choice(config, "model.family", FAMILIES)
-    _choice(config, "data.source", ("builtin", "text"))
+    _choice(config, "data.source", ("builtin", "text", "jsonl", "tfds"))
+    _choice(config, "data.document", ("file", "line", "paragraph"))
     _choice(config, "data.tokenizer.kind", ("sentencepiece", "char"))
-    _choice(config, "data.tokenizer.model_type", ("bpe", "unigram"))
+    _choice(config, "data.tokenizer.model_type", ("bpe", "unigram", "char"))
     _choice(config, "model.dtype", ("float32", "bfloat16"))
     _choice(config, "model.remat", ("none", "full", "dots"))
     _choice(config, "train.decay", ("cosine", "linear", "constant"))
     _positive(config, "data.seq_len", "data.batch_size", "model.num_layers", "model.width",
-              "model.num_heads", "train.steps", "train.grad_accum_steps", "log.every")
-    if config.data.source == "text" and not config.data.path:
-        _fail("data.path", config.data.path, 'data.source="text" needs a file or glob to read')
+              "model.num_heads", "model.scan_unroll", "train.steps", "train.grad_accum_steps",
+              "log.every")
+    if config.data.source in ("text", "jsonl") and not config.data.path:
+        _fail("data.path", config.data.path, f'data.source="{config.data.source}" needs a file or glob to read')
+    if config.data.source == "tfds" and not config.data.tfds_name:
+        _fail("data.tfds_name", config.data.tfds_name, 'data.source="tfds" needs a TFDS dataset name, e.g. "lm1b"')
+    if config.data.source in ("jsonl", "tfds") and not config.data.text_field:
+        _fail("data.text_field", config.data.text_field, f'data.source="{config.data.source}" needs the text field')
+    if not isinstance(config.data.max_documents, int) or config.data.max_documents < 0:
+        _fail("data.max_documents", config.data.max_documents, "must be an integer >= 0 (0 = all)")
+    if not isinstance(config.data.prefetch, int) or config.data.prefetch < 0:
+        _fail("data.prefetch", config.data.prefetch, "must be an integer >= 0 (0 = none)")
 
     m = config.model
     if m.width % m.num_heads:
@@ -138,7 +178,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not 0.0 < config.data.mask_prob < 1.0:
         _fail("data.mask_prob", config.data.mask_prob, "must be in (0, 1)")
     if config.data.tokenizer.kind == "sentencepiece" and not config.data.tokenizer.path:
-        _positive(config, "data.tokenizer.vocab_size")
+        _positive(config, "data.tokenizer.vocab_size", "data.tokenizer.max_sentences")
 
     t = config.train
     if t.learning_rate <= 0:
@@ -155,6 +195,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _fail("eval.every", config.eval.every, "must be >= 0 (0 = only at the end)")
     if config.eval.max_batches < 0:
         _fail("eval.max_batches", config.eval.max_batches, "must be >= 0 (0 = the whole split)")
+    _choice(config, "train.cross_entropy", ("plain", "vocab_parallel"))
+    if not 0 <= config.train.stop_at <= t.steps:
+        _fail("train.stop_at", config.train.stop_at, f"must be in [0, train.steps={t.steps}] (0 = off)")
+    if config.checkpoint.every < 0:
+        _fail("checkpoint.every", config.checkpoint.every, "must be >= 0 (0 = only at the end)")
+    _positive(config, "checkpoint.keep")
+    if config.checkpoint.keep_every < 0:
+        _fail("checkpoint.keep_every", config.checkpoint.keep_every, "must be >= 0 (0 = none)")
 
 
 def check_vocab(config: ml_collections.ConfigDict, tokenizer_vocab_size: int) -> None:

@@ -38,7 +38,8 @@ def test_each_recipe_validates_and_builds(path):
     # eval_shape: a 1B model costs no memory here.
     state = nnx.state(nnx.eval_shape(lambda: Transformer(model_cfg, rngs=nnx.Rngs(0))))
     count = sum(x.size for x in jax.tree.leaves(state))
-    expected_millions = {"gpt2_small.py": 124, "llama_1b.py": 1100, "bert_base.py": 110}
+    expected_millions = {"gpt2_small.py": 124, "llama_1b.py": 1100, "bert_base.py": 110, "gpt2_medium.py": 355,
+                         "gpt2_large.py": 774, "gpt2_xl.py": 1558, "llama_7b.py": 6738, "bert_large.py": 335}
     name = os.path.basename(path)
     if name in expected_millions:
         assert abs(count / 1e6 - expected_millions[name]) / expected_millions[name] < 0.08, count
@@ -69,6 +70,11 @@ BAD_FIELDS = [
     ("train.warmup_steps", 10_000, "must be in [0, train.steps=450]"),
     ("train.decay", "step", "must be one of cosine, linear, constant"),
     ("train.clip_norm", -1.0, "must be >= 0"),
+    ("train.cross_entropy", "fused", "must be one of plain, vocab_parallel"),
+    ("train.stop_at", 500, "must be in [0, train.steps=450]"),
+    ("checkpoint.every", -1, "must be >= 0"),
+    ("checkpoint.keep", 0, "must be a positive integer"),
+    ("checkpoint.keep_every", -5, "must be >= 0"),
 ]
 
 
@@ -107,3 +113,30 @@ def test_model_vocab_smaller_than_the_tokenizer_is_refused():
 
 def test_default_config_is_valid():
     validate(base_config())
+
+
+@pytest.mark.parametrize("fields, named, message", [
+    ({"data.source": "jsonl"}, "data.path=''", 'data.source="jsonl" needs a file or glob'),
+    ({"data.source": "tfds"}, "data.tfds_name=''", 'data.source="tfds" needs a TFDS dataset name'),
+    ({"data.source": "tfds", "data.tfds_name": "lm1b", "data.text_field": ""}, "data.text_field=''",
+     "needs the text field"),
+    ({"data.document": "sentence"}, "data.document='sentence'", "must be one of file, line, paragraph"),
+    ({"data.max_documents": -1}, "data.max_documents=-1", "must be an integer >= 0"),
+    ({"data.prefetch": -1}, "data.prefetch=-1", "must be an integer >= 0"),
+    ({"data.tokenizer.model_type": "word"}, "data.tokenizer.model_type='word'", "must be one of bpe, unigram, char"),
+    ({"data.tokenizer.max_sentences": 0}, "data.tokenizer.max_sentences=0", "must be a positive integer"),
+])
+def test_data_source_fields_are_checked(fields, named, message):
+    config = base_config()
+    config.update_from_flattened_dict(fields)
+    with pytest.raises(ConfigError) as error:
+        validate(config)
+    assert str(error.value).startswith(f"config.{named}: ") and message in str(error.value)
+
+
+def test_data_sources_that_validate():
+    for fields in ({"source": "jsonl", "path": "a.jsonl"}, {"source": "tfds", "tfds_name": "lm1b"},
+                   {"source": "text", "path": "a.txt", "document": "paragraph", "max_documents": 10}):
+        config = base_config()
+        config.data.update(fields)
+        validate(config)

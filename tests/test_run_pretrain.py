@@ -67,3 +67,25 @@ def test_diverging_loss_stops_with_exit_3_naming_the_step(tmp_path):
     assert result.returncode == 3, result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("stopped: loss is nan at step 10") and "train.learning_rate" in last
+
+
+def test_a_mesh_larger_than_the_job_exits_2_naming_the_numbers(tmp_path):
+    result = _run("--config.mesh.tensor=4", f"--workdir={tmp_path}")
+    assert result.returncode == 2
+    assert ("config.mesh: the fixed axis sizes multiply to 4, which does not divide the 1 devices; "
+            "data=-1 x fsdp=1 x tensor=4") in result.stderr
+
+
+def test_a_relative_workdir_saves_and_resumes(tmp_path):
+    """The README's first command uses runs/default, relative to where the user stands."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)
+    command = [sys.executable, os.path.join(ROOT, "run_pretrain.py"), *TINY, "--config.data.tokenizer.kind=char",
+               "--config.train.steps=10", "--config.checkpoint.every=5", "--workdir=runs/relative"]
+    first = subprocess.run([*command, "--config.train.stop_at=5"], capture_output=True, text=True, env=env,
+                           cwd=tmp_path, timeout=600)
+    assert first.returncode == 0, first.stderr
+    assert os.path.exists(tmp_path / "runs" / "relative" / "checkpoints" / "5" / "commit_success.txt")
+    second = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert second.returncode == 0, second.stderr
+    assert "resume | step 5" in second.stdout

@@ -1,5 +1,8 @@
-"""Training: optimizer, loss, the jitted steps and the loop. The only room that imports the others."""
+"""Training: optimizer, loss, the jitted steps, checkpoints and the loop. The only room that imports the others."""
 
-from jaxlm.train.loop import RunResult, TrainingError, run
+from jaxlm.train.checkpoint import CheckpointError, restore_params
+from jaxlm.train.guards import WorkdirBusyError
+from jaxlm.train.loop import Preempted, RunResult, TrainingError, run
 
-__all__ = ["RunResult", "TrainingError", "run"]
+__all__ = ["CheckpointError", "Preempted", "RunResult", "TrainingError", "WorkdirBusyError", "restore_params",
+           "run"]

@@ -1,11 +1,14 @@
-"""The training loop: build data, model and optimizer from a config, train, evaluate, show a sample.
+"""The training loop: build data, mesh, model and optimizer from a config; resume; train; save.
 
 The only place that puts the rooms together. The loop never waits on the device between log
-points: it dispatches step k and only then reads the metrics of the last logged step.
+points: it dispatches step k and only then reads the metrics of the last logged step. It saves a
+checkpoint every `checkpoint.every` steps, at the end, and when SIGTERM/SIGINT asks it to stop,
+and starts again from the newest good checkpoint when the same command runs on the same workdir.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -15,18 +18,34 @@ import time
 import jax
 import ml_collections
 import numpy as np
-from flax import nnx
 
 from jaxlm import config as config_lib
 from jaxlm import generate
-from jaxlm.data import Data, build_data
-from jaxlm.model import Transformer, model_config_from
-from jaxlm.train.optimizer import make_optimizer
-from jaxlm.train.step import init_state, make_eval_step, make_train_step
+from jaxlm.data import Data, build_data, host_rows
+from jaxlm.model import model_config_from
+from jaxlm.parallel import make_mesh
+from jaxlm.train import partition
+from jaxlm.train.checkpoint import (Checkpointer, CheckpointError, checkpoint_dir, now_iso,
+                                    tokenizer_record)
+from jaxlm.train.guards import StopSignals, WorkdirLock
+from jaxlm.train.mfu import flops_per_token, mfu, peak_flops
+from jaxlm.train.progress import Progress, eval_line, format_duration
+from jaxlm.train.step import TrainState
+from jaxlm.train.summary import start_lines
+from jaxlm.train.trainer import Trainer, make_trainer, with_shardings
+from jaxlm.train.writers import MetricWriter
+
+# Config fields a resumed run must share with its checkpoint: they decide the parameters' shapes.
+_MODEL_FIELDS = ("family", "num_layers", "width", "num_heads", "num_kv_heads", "mlp_dim", "max_len",
+                 "vocab_size")
 
 
 class TrainingError(RuntimeError):
     """The run cannot go on (a non-finite loss, say); the message says what happened and what to try."""
+
+
+class Preempted(RuntimeError):
+    """SIGTERM or SIGINT stopped the run after it saved a checkpoint; the same command resumes it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,19 +57,19 @@ class RunResult:
     val_accuracy: float | None
     sample: str
     steps_per_second: float
+    start_step: int  # 0 for a fresh run, the restored checkpoint's step for a resumed one
+
+
+def _is_main() -> bool:
+    return jax.process_index() == 0
 
 
 def _say(line: str) -> None:
-    print(line, flush=True)
+    if _is_main():
+        print(line, flush=True)
 
 
-def _format_duration(seconds: float) -> str:
-    minutes, seconds = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
-
-
-def evaluate(eval_step, params: dict, batches: list[dict[str, np.ndarray]]) -> dict[str, float]:
+def evaluate(eval_step, params: dict, batches: list[dict[str, jax.Array]]) -> dict[str, float]:
     """Loss, perplexity and token accuracy over the validation batches (summed, then divided)."""
     totals = None
     for batch in batches:
@@ -61,18 +80,6 @@ def evaluate(eval_step, params: dict, batches: list[dict[str, np.ndarray]]) -> d
     loss = float(totals["loss_sum"]) / weight
     return {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50.0)),
             "val_accuracy": float(totals["correct_sum"]) / weight}
-
-
-class _MetricsLog:
-    """Appends one JSON object per logged step or evaluation to <workdir>/metrics.jsonl."""
-
-    def __init__(self, workdir: str):
-        self.path = os.path.join(workdir, "metrics.jsonl")
-        open(self.path, "w").close()
-
-    def write(self, record: dict) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
 
 
 def _demo(config: ml_collections.ConfigDict, graphdef, params: dict, data: Data, max_len: int) -> str:
@@ -101,41 +108,136 @@ def _param_count(params: dict) -> int:
     return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> RunResult:
-    """Trains the model the config describes, writing the tokenizer and metrics into workdir."""
+def _tokenizer_path(config: ml_collections.ConfigDict, workdir: str) -> str | None:
+    """The tokenizer file the run uses: the given one, or the one cached in the workdir."""
+    if config.data.tokenizer.path:
+        return config.data.tokenizer.path
+    for name in ("tokenizer.model", "tokenizer.json"):
+        path = os.path.join(workdir, "tokenizer", name)
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def _check_resumable(meta: dict, config: ml_collections.ConfigDict, data: Data, step: int) -> None:
+    """Raises CheckpointError (DataError) when the checkpoint was made by a different model (data)."""
+    saved = ml_collections.ConfigDict(json.loads(meta["config"]))
+    for field in _MODEL_FIELDS:
+        if saved.model[field] != config.model[field]:
+            raise CheckpointError(
+                f"the checkpoint at step {step} was trained with model.{field}={saved.model[field]!r}, "
+                f"but this run asks for {config.model[field]!r}; use a new --workdir, or set "
+                f"checkpoint.restore_from to start from its weights")
+    data.train.restore(meta["data_state"])
+
+
+def _load_data(config: ml_collections.ConfigDict, workdir: str) -> Data:
+    """The data; process 0 builds (and caches) the tokenizer first, the others then read it."""
+    if jax.process_count() == 1:
+        return build_data(config, workdir)
+    from jax.experimental import multihost_utils
+    data = build_data(config, workdir) if _is_main() else None
+    multihost_utils.sync_global_devices("jaxlm: tokenizer ready")
+    return data if data is not None else build_data(config, workdir)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, *, recipe: str | None = None) -> RunResult:
+    """Trains (or resumes training) the model the config describes; everything goes to workdir.
+
+    `recipe` is the file the config came from: the start summary lists the fields that differ from it
+    (from jaxlm/config.py's defaults when None).
+    """
     config_lib.validate(config)
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
+    with WorkdirLock(workdir) if _is_main() else contextlib.nullcontext(), StopSignals() as stop:
+        return _run(config, workdir, stop, recipe)
 
-    data = build_data(config, workdir)
+
+def _run(config: ml_collections.ConfigDict, workdir: str, stop: StopSignals, recipe: str | None) -> RunResult:
+    data = _load_data(config, workdir)
     config_lib.check_vocab(config, data.tokenizer.vocab_size)
     model_cfg = model_config_from(config, data.tokenizer.vocab_size)
-    graphdef, params = nnx.split(Transformer(model_cfg, rngs=nnx.Rngs(config.seed)))
-    params = nnx.to_pure_dict(params)
-    optimizer, schedule = make_optimizer(config.train, params)
-    state = init_state(params, optimizer)
+    trainer = make_trainer(config, model_cfg, make_mesh(config.mesh))
+    mesh, abstract_params = trainer.mesh, trainer.abstract_params
 
+    tokenizer_file = _tokenizer_path(config, workdir)
+    tokenizer = tokenizer_record(tokenizer_file) if tokenizer_file else None
+    checkpointer = Checkpointer(config.checkpoint.directory or os.path.join(workdir, "checkpoints"),
+                                config.checkpoint)
+    restored = checkpointer.restore_newest(
+        with_shardings(abstract_params, trainer.params_sharding),
+        with_shardings(trainer.abstract_state.opt_state, trainer.state_sharding.opt_state), report=_say)
+    start_step, trained_seconds = 0, 0.0
+    if restored is not None:
+        _check_resumable(restored.meta, config, data, restored.step)
+        counters = restored.meta["state"]
+        state = jax.device_put(
+            TrainState(step=np.int32(counters["step"]), params=restored.params,
+                       opt_state=restored.opt_state, first_bad_step=np.int32(0),
+                       skipped_steps=np.int32(counters["skipped_steps"])), trainer.state_sharding)
+        start_step, trained_seconds = restored.step, restored.meta["train_seconds"]
+        _say(f"resume | step {start_step} from {checkpointer.directory}/{start_step} (saved "
+             f"{restored.meta['saved_at']}; {format_duration(trained_seconds)} of training kept)")
+    elif config.checkpoint.restore_from:
+        state = _start_from(config, trainer)
+    else:
+        state = trainer.init_state(config.seed)
+
+    if _is_main():
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
+    mesh_text = " x ".join(f"{axis} {size}" for axis, size in mesh.shape.items())
     _say(f"jaxlm | {config.model.family} ({config_lib.objective(config)}) | "
-         f"{_param_count(params) / 1e6:.2f}M parameters | {len(jax.devices())} x "
-         f"{jax.devices()[0].platform} | workdir {workdir}")
+         f"{_param_count(abstract_params) / 1e6:.2f}M parameters | {jax.device_count()} x "
+         f"{jax.devices()[0].platform} in {jax.process_count()} process(es) | mesh {mesh_text} | "
+         f"workdir {workdir}")
     _say(f"data  | {data.summary}")
+    for line in start_lines(config, recipe, abstract_params, trainer.abstract_state, trainer.state_sharding,
+                            trainer.params_sharding):
+        _say(line)
 
-    train_step = jax.jit(
-        make_train_step(graphdef, optimizer, schedule, grad_accum_steps=config.train.grad_accum_steps,
-                        dropout_seed=config.seed if model_cfg.dropout > 0 else None),
-        donate_argnums=0)  # the old state's buffers become the new state's
-    eval_step = jax.jit(make_eval_step(graphdef))
+    batch_sharding = trainer.batch_sharding
+    global_rows, width = config.data.batch_size, config.data.seq_len
+    process, processes = jax.process_index(), jax.process_count()
+    rows = partition.host_rows(batch_sharding, global_rows, width)
+    if rows != (global_rows * process // processes, global_rows * (process + 1) // processes):
+        raise config_lib.ConfigError(
+            f"config.mesh: this mesh gives host {process} rows {rows[0]}..{rows[1]} of each batch, not "
+            "an equal contiguous share; put the tensor axis within hosts (a smaller mesh.tensor)")
+
+    def device_batch(host_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        return partition.put_batch(host_batch, batch_sharding, global_rows)
+
     start = time.perf_counter()
-    train_step = train_step.lower(state, data.train.batch(0)).compile()
+    first = device_batch(data.train.host_batch(start_step, process, processes))
+    train_step = trainer.train_step.lower(state, first).compile()
+    eval_step = trainer.eval_step
     _say(f"compiled train step in {time.perf_counter() - start:.1f} s")
+    val_batches = [device_batch(host_rows(b, process, processes)) for b in data.val_batches]
+    # This host's batches, built ahead in a background thread while the devices work.
+    host_batches = data.train.iterate(start_step, process, processes, prefetch=config.data.prefetch)
 
-    metrics_log = _MetricsLog(workdir)
-    steps, tokens_per_step = config.train.steps, config.data.batch_size * config.data.seq_len
+    writer = MetricWriter(workdir, start_step, config.to_json_best_effort(indent=2))
+    _say(f"logs  | {writer.path} and TensorBoard events in {writer.tensorboard_dir}")
+    steps, tokens_per_step = config.train.steps, global_rows * width
+    flops_per_step = flops_per_token(trainer.model_cfg, abstract_params, width) * tokens_per_step
+    peak_per_device = peak_flops(jax.devices()[0])
+    progress = Progress(steps, start_step, enabled=_is_main())
+    last_step_now = config.train.stop_at or steps  # the last step this invocation runs
     pending: tuple[int, dict] | None = None  # the last logged step's metrics, still on the device
-    last_time, last_step, loss = time.perf_counter(), 0, float("nan")
+    last_time, last_step, loss = time.perf_counter(), start_step, float("nan")
     start_time = last_time
     val: dict[str, float] = {}
+    last_saved = restored.step if restored is not None else None
+
+    def diverged(step: int, value: float | None = None) -> TrainingError:
+        good = f"the last good checkpoint is step {last_saved} in {checkpointer.directory}" \
+            if last_saved is not None else "no checkpoint was saved"
+        what = f"loss is {value}" if value is not None else "the loss or gradient is not finite"
+        return TrainingError(
+            f"{what} at step {step}: training diverged; {good} (nothing after it was written). Lower "
+            f"train.learning_rate (now {config.train.learning_rate}), raise train.warmup_steps, set "
+            "train.clip_norm, or set train.skip_nonfinite=True to skip such steps.")
 
     def report_pending() -> None:
         """Prints and records the last logged step's metrics, if any are waiting on the device."""
@@ -148,41 +250,112 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> RunResult:
         now = time.perf_counter()
         seconds_per_step = (now - last_time) / max(step - last_step, 1)
         last_time, last_step = now, step
-        if not math.isfinite(metrics["loss"]):
-            raise TrainingError(
-                f"loss is {metrics['loss']} at step {step}: training diverged. Lower "
-                f"train.learning_rate (now {config.train.learning_rate}), raise train.warmup_steps, "
-                "or set train.clip_norm.")
+        if not math.isfinite(metrics["loss"]) and not config.train.skip_nonfinite:
+            raise diverged(step, metrics["loss"])
         record = {"step": step, "loss": metrics["loss"], "accuracy": metrics["accuracy"],
                   "perplexity": math.exp(min(metrics["loss"], 50.0)),
                   "grad_norm": metrics["grad_norm"], "learning_rate": metrics["learning_rate"],
                   "tokens_per_second": tokens_per_step / seconds_per_step}
-        metrics_log.write(record)
-        _say(f"step {step:>6}/{steps} | loss {record['loss']:.4f} | acc {record['accuracy']:.3f} | "
-             f"lr {record['learning_rate']:.2e} | gnorm {record['grad_norm']:.2f} | "
-             f"{record['tokens_per_second']:,.0f} tok/s | {seconds_per_step * 1e3:.1f} ms/step | "
-             f"eta {_format_duration(seconds_per_step * (steps - step))}")
+        utilisation = mfu(flops_per_step, seconds_per_step, peak_per_device, jax.device_count())
+        if utilisation is not None:
+            record["mfu"] = utilisation
+        writer.write(record)
+        progress.step(step, record, seconds_per_step)
         loss = record["loss"]
 
-    for step in range(1, steps + 1):
-        state, metrics = train_step(state, data.train.batch(step - 1))
-        report_pending()  # the previous log point's metrics: ready, since this step is queued
-        if step % config.log.every == 0 or step == steps:
-            pending = (step, metrics)
-        if data.val_batches and ((config.eval.every and step % config.eval.every == 0)
-                                 or step == steps):
-            report_pending()
-            val = evaluate(eval_step, state.params, data.val_batches)
-            metrics_log.write({"step": step, **val})
-            _say(f"eval {step:>6}/{steps} | val_loss {val['val_loss']:.4f} | "
-                 f"val_ppl {val['val_perplexity']:.2f} | val_acc {val['val_accuracy']:.3f}")
-            last_time = time.perf_counter()  # evaluation time is not training time
-    report_pending()
-    elapsed = time.perf_counter() - start_time
+    def save(step: int) -> None:
+        """Checks the state is finite, then starts writing it (the loop goes on while it writes)."""
+        nonlocal last_saved
+        first_bad, skipped = (int(x) for x in jax.device_get((state.first_bad_step, state.skipped_steps)))
+        if first_bad and not config.train.skip_nonfinite:
+            raise diverged(first_bad)
+        meta = {"state": {"step": step, "skipped_steps": skipped}, "saved_at": now_iso(),
+                "train_seconds": trained_seconds + time.perf_counter() - start_time,
+                "config": config.to_json_best_effort(), "data_state": data.train.state(step),
+                "tokenizer": tokenizer, "mesh": dict(mesh.shape)}
+        start = time.perf_counter()
+        try:
+            checkpointer.save(step, state.params, state.opt_state, meta)
+        except CheckpointError as error:
+            raise TrainingError(str(error)) from error
+        last_saved = step
+        progress.write(f"save  | step {step} -> {checkpointer.directory}/{step} "
+                       f"(loop waited {time.perf_counter() - start:.2f} s)")
 
-    text = _demo(config, graphdef, state.params, data, model_cfg.max_len)
-    _say("sample |\n" + text)
-    _say(f"done  | {steps} steps in {_format_duration(elapsed)} ({elapsed / steps * 1e3:.1f} ms/step)")
+    try:
+        for step in range(start_step + 1, last_step_now + 1):
+            state, metrics = train_step(state, device_batch(next(host_batches)))
+            report_pending()  # the previous log point's metrics: ready, since this step is queued
+            if step % config.log.every == 0 or step == last_step_now:
+                pending = (step, metrics)
+            if val_batches and ((config.eval.every and step % config.eval.every == 0)
+                                or step == last_step_now):
+                report_pending()
+                val = evaluate(eval_step, state.params, val_batches)
+                writer.write({"step": step, **val})
+                writer.flush()
+                progress.write(eval_line(step, steps, val))
+                last_time = time.perf_counter()  # evaluation time is not training time
+            stopping = stop.requested(step)
+            if (stopping or step == last_step_now
+                    or (config.checkpoint.every and step % config.checkpoint.every == 0)):
+                report_pending()
+                save(step)
+            if stopping and step < steps:
+                _wait_for_saves(checkpointer)
+                raise Preempted(f"stopped by a signal at step {step}/{steps} after saving a "
+                                f"checkpoint; run the same command to continue")
+        report_pending()
+        _wait_for_saves(checkpointer)
+    finally:
+        progress.close()
+        writer.close()
+        host_batches.close()
+        checkpointer.close()
+    elapsed = time.perf_counter() - start_time
+    steps_run = max(last_step_now - start_step, 1)
+
+    text = ""
+    if jax.process_count() == 1:  # sampling reads every parameter on one host
+        text = _demo(config, trainer.graphdef, state.params, data, model_cfg.max_len)
+        _say("sample |\n" + text)
+    _say(f"done  | {steps_run} steps in {format_duration(elapsed)} "
+         f"({elapsed / steps_run * 1e3:.1f} ms/step)")
     return RunResult(final_loss=loss, val_loss=val.get("val_loss"),
                      val_accuracy=val.get("val_accuracy"), sample=text,
-                     steps_per_second=steps / elapsed)
+                     steps_per_second=steps_run / elapsed, start_step=start_step)
+
+
+def _wait_for_saves(checkpointer: Checkpointer) -> None:
+    try:
+        checkpointer.wait()
+    except CheckpointError as error:
+        raise TrainingError(str(error)) from error
+
+
+def _start_from(config: ml_collections.ConfigDict, trainer: Trainer) -> TrainState:
+    """A fresh run whose parameters (and, unless params_only, optimizer and step) come from elsewhere."""
+    source = config.checkpoint.restore_from
+    other = Checkpointer(checkpoint_dir(source), config.checkpoint, read_only=True)
+    steps = other.complete_steps()
+    if not steps:
+        raise CheckpointError(f"checkpoint.restore_from={source!r}: no complete checkpoint there")
+    saved = dict(jax.tree_util.tree_leaves_with_path(other.saved_params_shapes(steps[0])))
+    for path, wanted in jax.tree_util.tree_leaves_with_path(trainer.abstract_params):
+        if path not in saved or saved[path].shape != wanted.shape:
+            found = saved[path].shape if path in saved else "nothing"
+            raise CheckpointError(f"checkpoint.restore_from={source!r}: parameter "
+                                  f"{jax.tree_util.keystr(path)} is {found} there but {wanted.shape} "
+                                  "in this run's model; the model fields must match")
+    restored = other.restore(
+        steps[0], with_shardings(trainer.abstract_params, trainer.params_sharding),
+        None if config.checkpoint.params_only
+        else with_shardings(trainer.abstract_state.opt_state, trainer.state_sharding.opt_state))
+    other.close()
+    _say(f"start | weights from {other.directory} step {restored.step}"
+         + ("" if config.checkpoint.params_only else " (optimizer state and step too)"))
+    state = trainer.state_from_params(restored.params)
+    if config.checkpoint.params_only:
+        return state
+    return state.replace(opt_state=restored.opt_state,
+                         step=jax.device_put(np.int32(restored.step), trainer.state_sharding.step))

@@ -16,6 +16,7 @@ from flax import nnx
 from jaxlm.train.loss import weighted_cross_entropy
 
 Batch = dict[str, jax.Array]  # inputs, targets, weights, positions, segment_ids: each [B, L]
+LossFn = Callable[[jax.Array, jax.Array, jax.Array], dict[str, jax.Array]]
 
 
 @flax.struct.dataclass
@@ -25,33 +26,49 @@ class TrainState:
     step: jax.Array  # int32 scalar: steps taken so far
     params: dict
     opt_state: optax.OptState
+    first_bad_step: jax.Array  # int32 scalar: the first step whose loss or gradient was not finite; 0 = none
+    skipped_steps: jax.Array  # int32 scalar: non-finite steps skipped (with train.skip_nonfinite)
 
 
 def init_state(params: dict, optimizer: optax.GradientTransformation) -> TrainState:
     """The state before the first step."""
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
+    zero = jnp.zeros((), jnp.int32)
+    return TrainState(step=zero, params=params, opt_state=optimizer.init(params),
+                      first_bad_step=zero, skipped_steps=zero)
 
 
-def _forward(graphdef: nnx.GraphDef, params: dict, batch: Batch, dropout_key: jax.Array | None
-             ) -> dict[str, jax.Array]:
+def _forward(graphdef: nnx.GraphDef, params: dict, batch: Batch, dropout_key: jax.Array | None,
+             loss_fn: LossFn = weighted_cross_entropy) -> dict[str, jax.Array]:
     model = nnx.merge(graphdef, params)
     logits_BxLxV = model(batch["inputs"], batch["positions"], batch["segment_ids"],
                          dropout_key=dropout_key)
-    return weighted_cross_entropy(logits_BxLxV, batch["targets"], batch["weights"])
+    return loss_fn(logits_BxLxV, batch["targets"], batch["weights"])
+
+
+def micro_batches(batch: Batch, count: int) -> Batch:
+    """[B, L] -> [count, B / count, L], micro-batch i taking rows i, i + count, ...
+
+    Strided rather than contiguous, so that every micro-batch spreads over all the devices that
+    split the batch instead of living on a few of them.
+    """
+    return jax.tree.map(lambda x_BxL: x_BxL.reshape(-1, count, *x_BxL.shape[1:]).swapaxes(0, 1), batch)
 
 
 def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation,
-                    schedule: optax.Schedule, *, grad_accum_steps: int, dropout_seed: int | None
+                    schedule: optax.Schedule, *, grad_accum_steps: int, dropout_seed: int | None,
+                    loss_fn: LossFn = weighted_cross_entropy, skip_nonfinite: bool = False
                     ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
     """A pure `train_step(state, batch) -> (state, metrics)`.
 
     The batch is split into `grad_accum_steps` micro-batches whose gradients are summed inside the
     step; every loss is normalised by the whole batch's weight, so the update equals one big batch.
     Dropout keys come from (dropout_seed, step, micro-batch), so a resumed run drops the same units.
+    A step whose loss or gradient norm is not finite is recorded in `first_bad_step`; with
+    `skip_nonfinite` its update is dropped instead (the step still counts, the data moves on).
     """
 
     def micro_loss(params, micro: Batch, total_weight, key):
-        sums = _forward(graphdef, params, micro, key)
+        sums = _forward(graphdef, params, micro, key, loss_fn)
         return sums["loss_sum"] / total_weight, sums
 
     grad_fn = jax.grad(micro_loss, has_aux=True)
@@ -69,31 +86,47 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
             return (jax.tree.map(jnp.add, grads, micro_grads),
                     jax.tree.map(jnp.add, sums, micro_sums)), None
 
-        micro_batches = jax.tree.map(
-            lambda x_BxL: x_BxL.reshape(grad_accum_steps, -1, *x_BxL.shape[1:]), batch)
-        zeros = (jax.tree.map(jnp.zeros_like, state.params),
-                 {"loss_sum": 0.0, "correct_sum": 0.0, "weight_sum": 0.0})
-        (grads, sums), _ = jax.lax.scan(accumulate, zeros,
-                                        (micro_batches, jnp.arange(grad_accum_steps)))
+        if grad_accum_steps == 1:
+            # No loop: XLA keeps a one-trip while loop, whose zeroed accumulators and copied
+            # buffers cost a small model on the CPU more than its matmuls (benchmarks/NOTES.md).
+            key = jax.random.fold_in(step_key, 0) if step_key is not None else None
+            grads, sums = grad_fn(state.params, batch, total_weight, key)
+        else:
+            zeros = (jax.tree.map(jnp.zeros_like, state.params),
+                     {"loss_sum": 0.0, "correct_sum": 0.0, "weight_sum": 0.0})
+            (grads, sums), _ = jax.lax.scan(accumulate, zeros,
+                                            (micro_batches(batch, grad_accum_steps),
+                                             jnp.arange(grad_accum_steps)))
 
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        loss, grad_norm = sums["loss_sum"] / total_weight, optax.tree.norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        if skip_nonfinite:
+            params, opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                                             (params, opt_state), (state.params, state.opt_state))
+        first_bad_step = jnp.where((state.first_bad_step == 0) & ~finite, state.step + 1,
+                                   state.first_bad_step)
         metrics = {
-            "loss": sums["loss_sum"] / total_weight,
+            "loss": loss,
             "accuracy": sums["correct_sum"] / total_weight,
-            "grad_norm": optax.tree.norm(grads),
+            "grad_norm": grad_norm,
             "learning_rate": schedule(state.step),
             "weight_sum": sums["weight_sum"],
         }
-        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+        new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
+                               first_bad_step=first_bad_step,
+                               skipped_steps=state.skipped_steps + (~finite if skip_nonfinite else False))
+        return new_state, metrics
 
     return train_step
 
 
-def make_eval_step(graphdef: nnx.GraphDef) -> Callable[[dict, Batch], dict[str, jax.Array]]:
+def make_eval_step(graphdef: nnx.GraphDef, loss_fn: LossFn = weighted_cross_entropy
+                   ) -> Callable[[dict, Batch], dict[str, jax.Array]]:
     """A pure `eval_step(params, batch) -> sums` (loss_sum, correct_sum, weight_sum); no dropout."""
 
     def eval_step(params: dict, batch: Batch) -> dict[str, jax.Array]:
-        return _forward(graphdef, params, batch, None)
+        return _forward(graphdef, params, batch, None, loss_fn)
 
     return eval_step

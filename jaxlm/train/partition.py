@@ -1,0 +1,91 @@
+"""Where each piece of the train state and each batch lives on the mesh.
+
+Parameter shardings come from the logical axes the model puts on every parameter and the rules
+table; the optimizer's moments follow their parameters; scalars are replicated. Batches are split
+over the batch axes, and each host builds and hands over only the rows its devices hold.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from jaxlm.config import ConfigError
+from jaxlm.model import ModelConfig, Transformer
+from jaxlm.parallel import Rules
+from jaxlm.train.step import TrainState
+
+
+def param_axes(model_cfg: ModelConfig) -> dict:
+    """The logical axis names of every parameter, as a pure dict shaped like the params."""
+    abstract = nnx.eval_shape(lambda: Transformer(model_cfg, rngs=nnx.Rngs(0)))
+    _, state = nnx.split(abstract)
+    return nnx.to_pure_dict(jax.tree.map(lambda v: v.replace(v.axes), state,
+                                         is_leaf=lambda x: isinstance(x, nnx.Variable)))
+
+
+def param_shardings(axes: dict, abstract_params: dict, mesh: jax.sharding.Mesh, rules: Rules) -> dict:
+    """A NamedSharding per parameter, from its logical axes."""
+    return jax.tree.map(lambda names, x: NamedSharding(mesh, rules.spec(names, x.shape, mesh)),
+                        axes, abstract_params, is_leaf=lambda x: isinstance(x, tuple))
+
+
+def state_shardings(optimizer: optax.GradientTransformation, abstract_state: TrainState,
+                    params_sharding: dict, mesh: jax.sharding.Mesh) -> TrainState:
+    """Shardings of the whole TrainState: moments like their parameters, counters replicated."""
+    replicated = NamedSharding(mesh, PartitionSpec())
+    opt_sharding = optax.tree_map_params(
+        optimizer, lambda _, sharding: sharding, abstract_state.opt_state, params_sharding,
+        transform_non_params=lambda _: replicated)
+    return jax.tree.map(lambda _: replicated, abstract_state).replace(
+        params=params_sharding, opt_state=opt_sharding)
+
+
+def batch_sharding(mesh: jax.sharding.Mesh, rules: Rules) -> NamedSharding:
+    """How a [B, L] batch array is split: rows over the batch axes, every row whole."""
+    return NamedSharding(mesh, rules.spec(("batch", "length")))
+
+
+def logits_spec(mesh: jax.sharding.Mesh, rules: Rules, vocab_size: int) -> PartitionSpec:
+    """The PartitionSpec of [B, L, V] logits under the rules."""
+    return rules.spec(("batch", "length", "vocab"), (0, 0, vocab_size), mesh)
+
+
+def check_fits(mesh: jax.sharding.Mesh, rules: Rules, model_cfg: ModelConfig, batch_size: int,
+               grad_accum_steps: int) -> None:
+    """Raises ConfigError when the mesh cannot split the batch, the heads or the FFN as asked."""
+    shape = dict(mesh.shape)
+    batch_ways = int(np.prod([shape[a] for a in rules.table["batch"]]))
+    micro = batch_size // grad_accum_steps
+    if micro % batch_ways:
+        raise ConfigError(
+            f"config.data.batch_size={batch_size}: with train.grad_accum_steps={grad_accum_steps} each "
+            f"micro-batch has {micro} rows, which the {batch_ways} batch-parallel devices "
+            f"({' x '.join(f'mesh.{a}={shape[a]}' for a in rules.table['batch'])}) cannot split evenly")
+    for name, size, field in (("heads", model_cfg.num_heads, "model.num_heads"),
+                              ("mlp", model_cfg.mlp_dim, "model.mlp_dim")):
+        ways = int(np.prod([shape[a] for a in rules.table[name]]))
+        if size % ways:
+            axes = " x ".join(f"mesh.{a}={shape[a]}" for a in rules.table[name])
+            raise ConfigError(f"config.{field}={size}: is not divisible by the {ways}-way split over "
+                              f"{axes}; pick a tensor size that divides it")
+
+
+def host_rows(sharding: NamedSharding, global_rows: int, row_width: int) -> tuple[int, int]:
+    """The [start, stop) rows of a [global_rows, row_width] array this host's devices hold."""
+    indices = sharding.addressable_devices_indices_map((global_rows, row_width)).values()
+    starts = [index[0].start or 0 for index in indices]
+    stops = [global_rows if index[0].stop is None else index[0].stop for index in indices]
+    start, stop = min(starts), max(stops)
+    assert sum(b - a for a, b in set(zip(starts, stops))) == stop - start, "host rows not contiguous"
+    return start, stop
+
+
+def put_batch(host_batch: dict[str, np.ndarray], sharding: NamedSharding, global_rows: int
+              ) -> dict[str, jax.Array]:
+    """Global device arrays from this host's rows of a batch (all hosts call this together)."""
+    return {k: jax.make_array_from_process_local_data(sharding, v, (global_rows, *v.shape[1:]))
+            for k, v in host_batch.items()}

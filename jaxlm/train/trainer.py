@@ -1,0 +1,105 @@
+"""A run's compiled machinery on a mesh: shardings, the initial state, the jitted train and eval steps.
+
+Built from the config alone (no data, no files), so the loop, the tests and the ahead-of-time
+compiler for TPU topologies all get the very same step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import ml_collections
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding
+
+from jaxlm.model import ModelConfig, Transformer
+from jaxlm.parallel import Rules, make_rules
+from jaxlm.parallel.vocab_parallel import vocab_parallel_cross_entropy
+from jaxlm.train import partition
+from jaxlm.train.loss import weighted_cross_entropy
+from jaxlm.train.optimizer import make_optimizer
+from jaxlm.train.step import TrainState, init_state, make_eval_step, make_train_step
+
+BATCH_FIELDS = ("inputs", "targets", "weights", "positions", "segment_ids")
+
+
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+    """Everything that depends on (config, model, mesh) but not on data or time."""
+
+    model_cfg: ModelConfig
+    mesh: jax.sharding.Mesh
+    rules: Rules
+    graphdef: nnx.GraphDef
+    optimizer: optax.GradientTransformation
+    abstract_params: dict  # ShapeDtypeStructs, no sharding
+    abstract_state: TrainState
+    params_sharding: dict
+    state_sharding: TrainState
+    batch_sharding: NamedSharding  # of each [B, L] batch field
+    train_step: Callable  # jitted (state, batch) -> (state, metrics); donates the state
+    eval_step: Callable  # jitted (params, batch) -> sums
+
+    def init_state(self, seed: int) -> TrainState:
+        """Fresh parameters and optimizer state, created where they live: no host holds them whole."""
+        model_cfg, optimizer = self.model_cfg, self.optimizer
+
+        def init() -> TrainState:
+            params = nnx.to_pure_dict(nnx.split(Transformer(model_cfg, rngs=nnx.Rngs(seed)))[1])
+            return init_state(params, optimizer)
+
+        return jax.jit(init, out_shardings=self.state_sharding)()
+
+    def state_from_params(self, params: dict) -> TrainState:
+        """A step-0 state around given parameters (fresh optimizer)."""
+        return jax.jit(lambda p: init_state(p, self.optimizer), out_shardings=self.state_sharding)(params)
+
+    def abstract_batch(self, batch_size: int, seq_len: int) -> dict[str, jax.ShapeDtypeStruct]:
+        """ShapeDtypeStructs of a global batch, carrying its sharding (for lowering ahead of time)."""
+        dtypes = {"weights": "float32"}
+        return {k: jax.ShapeDtypeStruct((batch_size, seq_len), dtypes.get(k, "int32"),
+                                        sharding=self.batch_sharding) for k in BATCH_FIELDS}
+
+
+def with_shardings(tree, shardings):
+    """ShapeDtypeStructs of `tree` that carry `shardings` (what Orbax restores onto, what AOT lowers)."""
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+
+def make_trainer(config: ml_collections.ConfigDict, model_cfg: ModelConfig,
+                 mesh: jax.sharding.Mesh) -> Trainer:
+    """The shardings and jitted steps of a run whose model is `model_cfg`, on `mesh`."""
+    rules = make_rules(config.mesh.rules)
+    partition.check_fits(mesh, rules, model_cfg, config.data.batch_size, config.train.grad_accum_steps)
+    graphdef, abstract_model_state = nnx.split(
+        nnx.eval_shape(lambda: Transformer(model_cfg, rngs=nnx.Rngs(0))))
+    abstract_params = nnx.to_pure_dict(abstract_model_state)
+    params_sharding = partition.param_shardings(partition.param_axes(model_cfg), abstract_params,
+                                                mesh, rules)
+    optimizer, schedule = make_optimizer(config.train, abstract_params)
+    abstract_state = jax.eval_shape(lambda p: init_state(p, optimizer), abstract_params)
+    state_sharding = partition.state_shardings(optimizer, abstract_state, params_sharding, mesh)
+    batch_sharding = partition.batch_sharding(mesh, rules)
+    batch_shardings = {k: batch_sharding for k in BATCH_FIELDS}
+
+    if config.train.cross_entropy == "vocab_parallel":
+        loss_fn = vocab_parallel_cross_entropy(
+            mesh, partition.logits_spec(mesh, rules, model_cfg.vocab_size))
+    else:
+        loss_fn = weighted_cross_entropy
+    # The step's contract: state and batch arrive and leave with these shardings; the old state's
+    # buffers are donated to the new one; metrics come back replicated.
+    train_step = jax.jit(
+        make_train_step(graphdef, optimizer, schedule, grad_accum_steps=config.train.grad_accum_steps,
+                        dropout_seed=config.seed if model_cfg.dropout > 0 else None,
+                        loss_fn=loss_fn, skip_nonfinite=config.train.skip_nonfinite),
+        in_shardings=(state_sharding, batch_shardings), out_shardings=(state_sharding, None),
+        donate_argnums=0)
+    eval_step = jax.jit(make_eval_step(graphdef, loss_fn), in_shardings=(params_sharding, batch_shardings))
+    return Trainer(model_cfg=model_cfg, mesh=mesh, rules=rules, graphdef=graphdef, optimizer=optimizer,
+                   abstract_params=abstract_params, abstract_state=abstract_state,
+                   params_sharding=params_sharding, state_sharding=state_sharding,
+                   batch_sharding=batch_sharding, train_step=train_step, eval_step=eval_step)

@@ -1,0 +1,58 @@
+"""Where a run's numbers go: <workdir>/metrics.jsonl for scripts, <workdir>/tensorboard/ for people.
+
+Process 0 writes both; the other processes of a job hold a writer that does nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+
+
+class MetricWriter:
+    """One JSON object per logged step or evaluation, and the same numbers as TensorBoard scalars.
+
+    A resumed run keeps the records up to its checkpoint's step and drops the later ones, which
+    the run it continues logged before it stopped and which it is about to log again; TensorBoard
+    hides them the same way (tensorboardX's purge_step).
+    """
+
+    def __init__(self, workdir: str, start_step: int, config_json: str):
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.tensorboard_dir = os.path.join(workdir, "tensorboard")
+        self._board = None
+        if jax.process_index() != 0:
+            return
+        kept = []
+        if start_step and os.path.exists(self.path):
+            with open(self.path) as f:
+                kept = [line for line in f if line.strip() and json.loads(line)["step"] <= start_step]
+        with open(self.path, "w") as f:
+            f.writelines(kept)
+        from tensorboardX import SummaryWriter  # imports torch when it is installed: only where needed
+
+        self._board = SummaryWriter(self.tensorboard_dir, purge_step=start_step + 1 if start_step else None)
+        # Indented, so TensorBoard's markdown shows the JSON as a code block.
+        self._board.add_text("config", "\n".join("    " + line for line in config_json.splitlines()),
+                             global_step=start_step)
+
+    def write(self, record: dict) -> None:
+        """Appends the record (it has a "step") to metrics.jsonl; its numbers become scalars by name."""
+        if self._board is None:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        for tag, value in record.items():
+            if tag != "step" and isinstance(value, (int, float)):
+                self._board.add_scalar(tag, value, global_step=record["step"])
+
+    def flush(self) -> None:
+        if self._board is not None:
+            self._board.flush()
+
+    def close(self) -> None:
+        if self._board is not None:
+            self._board.close()
+            self._board = None

@@ -1,0 +1,48 @@
+"""The Checkpointer alone: a failed save is one clear error and leaves the older checkpoint intact."""
+
+import errno
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from jaxlm.train.checkpoint import Checkpointer, CheckpointError, restore_params
+
+CONFIG = ml_collections.ConfigDict({"keep": 3, "keep_every": 0, "async_save": True})
+
+
+def _meta(step):
+    return {"state": {"step": step}, "config": "{}"}
+
+
+def test_a_failed_save_names_the_step_and_keeps_older_checkpoints(tmp_path, monkeypatch):
+    checkpointer = Checkpointer(str(tmp_path / "checkpoints"), CONFIG)
+    params = {"w": jnp.arange(6.0).reshape(2, 3)}
+    checkpointer.save(1, params, {"count": jnp.zeros((), jnp.int32)}, _meta(1))
+    checkpointer.wait()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpointer._manager, "save", disk_full)
+    with pytest.raises(CheckpointError) as error:
+        checkpointer.save(2, {"w": params["w"] + 1}, {"count": jnp.ones((), jnp.int32)}, _meta(2))
+    message = str(error.value)
+    assert "saving the checkpoint of step 2" in message and "No space left on device" in message
+    assert "older checkpoints are intact (newest: step 1)" in message
+    checkpointer.close()
+
+    _, restored, step = restore_params(str(tmp_path))
+    assert step == 1
+    np.testing.assert_array_equal(restored["w"], np.arange(6.0).reshape(2, 3))
+
+
+def test_restore_params_names_what_is_missing(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoints at"):
+        restore_params(str(tmp_path / "nowhere"))
+    checkpointer = Checkpointer(str(tmp_path / "checkpoints"), CONFIG)
+    checkpointer.save(3, {"w": jnp.ones(2)}, {"c": jnp.zeros(())}, _meta(3))
+    checkpointer.close()
+    with pytest.raises(CheckpointError, match="no complete checkpoint at step 5; it has 3"):
+        restore_params(str(tmp_path), step=5)
