@@ -1,0 +1,82 @@
+"""A whole Hugging Face directory out of (ModelConfig, params, tokenizer file), and back into jaxlm."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import jax
+import numpy as np
+from flax import nnx
+
+from jaxlm.export import hf_config, hf_tokenizer, mapping, safetensors_io
+from jaxlm.export.errors import ExportError
+from jaxlm.model import ModelConfig, Transformer
+
+log = logging.getLogger(__name__)
+
+
+def _write_json(path: str, content: dict) -> None:
+    with open(path, "w") as f:
+        json.dump(content, f, indent=2)
+
+
+def _shapes(cfg: ModelConfig) -> dict:
+    """Our parameter tree for `cfg`, as shape structs (no memory)."""
+    return nnx.to_pure_dict(nnx.state(nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))))
+
+
+def _check_shapes(cfg: ModelConfig, params: dict) -> None:
+    """Every parameter the config implies is there with its shape (a wrong config is caught here)."""
+    expected = _shapes(cfg)
+    flat_expected = dict(jax.tree_util.tree_leaves_with_path(expected))
+    flat_given = dict(jax.tree_util.tree_leaves_with_path(params))
+    for path, leaf in flat_expected.items():
+        name = jax.tree_util.keystr(path, simple=True, separator="/")
+        if path not in flat_given:
+            raise ExportError(f"parameter {name} is missing from the params the config describes")
+        if tuple(np.shape(flat_given[path])) != tuple(leaf.shape):
+            raise ExportError(f"parameter {name}: shape {tuple(np.shape(flat_given[path]))}, but the config "
+                              f"implies {tuple(leaf.shape)}")
+
+
+def to_hf(cfg: ModelConfig, params: dict, out_dir: str, *, tokenizer_path: str | None = None,
+          max_shard_bytes: int = safetensors_io.DEFAULT_MAX_SHARD_BYTES) -> list[str]:
+    """Writes an HF model directory (config, weights, generation config, tokenizer); returns file names."""
+    family = hf_config.family_of_config(cfg)
+    _check_shapes(cfg, params)
+    os.makedirs(out_dir, exist_ok=True)
+    _write_json(os.path.join(out_dir, "config.json"), hf_config.to_hf_config(cfg, family))
+    written = ["config.json"]
+    generation = hf_config.generation_config(family)
+    if generation is not None:
+        _write_json(os.path.join(out_dir, "generation_config.json"), generation)
+        written.append("generation_config.json")
+    params = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
+    written += safetensors_io.write(mapping.params_to_hf(family, params, cfg.num_layers), out_dir,
+                                    max_shard_bytes)
+    if tokenizer_path:
+        written += hf_tokenizer.write(tokenizer_path, out_dir, family, cfg.max_len)
+    return written
+
+
+def from_hf(hf_dir: str, *, seed: int = 0) -> tuple[ModelConfig, dict]:
+    """(ModelConfig, float32 params) of an HF directory holding one of hf_config.IMPORTABLE.
+
+    Parameters jaxlm has and the file lacks (BertModel has no MLM head) are initialised from `seed`.
+    """
+    config_path = os.path.join(hf_dir, "config.json")
+    if not os.path.exists(config_path):
+        raise ExportError(f"{hf_dir}: no config.json; give a directory written by save_pretrained")
+    with open(config_path) as f:
+        cfg, family, tied = hf_config.from_hf_config(json.load(f))
+    tensors = safetensors_io.read(hf_dir)
+    mapping.resolve_tied_output(family, tensors, tied)
+    params, taken_fresh = mapping.params_from_hf(
+        family, tensors, _shapes(cfg), cfg.num_layers,
+        fresh=lambda: nnx.to_pure_dict(nnx.state(Transformer(cfg, rngs=nnx.Rngs(seed)))))
+    if taken_fresh:
+        log.warning("%s: %d parameters are not in the checkpoint and start freshly initialised: %s",
+                    hf_dir, len(taken_fresh), ", ".join(taken_fresh))
+    return cfg, params
