@@ -153,6 +153,8 @@ class Report:
     mesh: dict[str, int]
     remat: str
     dtype: str
+    attention: str  # model.attention
+    kernel_calls: int  # Pallas (Mosaic) kernel calls in the lowered step: splash attention is really in
     batch_size: int
     seq_len: int
     grad_accum_steps: int
@@ -199,6 +201,7 @@ def compile_step(config: ml_collections.ConfigDict, topology: Topology, config_n
     batch_size, seq_len, accum = config.data.batch_size, config.data.seq_len, config.train.grad_accum_steps
     start = time.perf_counter()
     lowered = trainer.train_step.lower(state, trainer.abstract_batch(batch_size, seq_len))
+    kernel_calls = lowered.as_text().count("tpu_custom_call")
     memory, compiler_error, xla_flops = None, "", 0.0
     try:
         compiled = lowered.compile()
@@ -219,7 +222,7 @@ def compile_step(config: ml_collections.ConfigDict, topology: Topology, config_n
     # XLA's cost analysis walks a while loop's body once: one block of the scanned stack, one micro-batch.
     slice_flops = train_step_flops(model_cfg, batch_size // accum, seq_len, num_layers=1)
     return Report(config_name=config_name, topology=topology, mesh=dict(mesh.shape), remat=model_cfg.remat,
-                  dtype=model_cfg.dtype, batch_size=batch_size, seq_len=seq_len, grad_accum_steps=accum,
+                  dtype=model_cfg.dtype, attention=model_cfg.attention, kernel_calls=kernel_calls, batch_size=batch_size, seq_len=seq_len, grad_accum_steps=accum,
                   num_layers=model_cfg.num_layers, state_bytes=_shard_bytes(state), memory=memory,
                   compiler_error=compiler_error, xla_flops=xla_flops,
                   flops=train_step_flops(model_cfg, batch_size, seq_len), flops_xla_slice=slice_flops,
@@ -235,7 +238,9 @@ def describe(report: Report) -> str:
     t, chips = report.topology, report.topology.chips
     mesh = " x ".join(f"{axis}={size}" for axis, size in report.mesh.items())
     lines = [f"aot   | {report.config_name} on {t.cloud_name} ({t.libtpu_name}, {chips} chips, "
-             f"{HBM_GIB[t.generation]} GiB HBM each) | mesh {mesh} | remat {report.remat} | {report.dtype}",
+             f"{HBM_GIB[t.generation]} GiB HBM each) | mesh {mesh} | remat {report.remat} | {report.dtype} | "
+             f"attention {report.attention}" + (f" ({report.kernel_calls} Pallas kernel calls)"
+                                                 if report.kernel_calls else ""),
              f"step  | batch {report.batch_size} x {report.seq_len} tokens, {report.grad_accum_steps} "
              f"micro-batch(es), {report.num_layers} layers | compiled in {report.compile_seconds:.1f} s"]
     if report.memory is None:

@@ -55,6 +55,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.vocab_size = -1  # Embedding rows; -1 = the tokenizer's vocabulary. Must be >= the tokenizer's.
     c.model.dropout = 0.0  # Dropout rate on embeddings, attention output and FFN output.
     c.model.dtype = "float32"  # Compute dtype: "float32" or "bfloat16" (parameters stay float32).
+    c.model.attention = "xla"  # Attention kernel: "xla" (any device), "cudnn" (NVIDIA GPU flash attention, bfloat16), "splash" (TPU Pallas flash attention, seq_len a multiple of 128).
     c.model.remat = "none"  # Rematerialise each block in the backward pass: "none", "full" or "dots".
     c.model.scan_unroll = 1  # Blocks per layer-scan iteration: 1 keeps compile time flat in depth; num_layers unrolls all (faster small models).
 
@@ -138,6 +139,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _choice(config, "data.tokenizer.model_type", ("bpe", "unigram", "char"))
     _choice(config, "model.dtype", ("float32", "bfloat16"))
     _choice(config, "model.remat", ("none", "full", "dots"))
+    _choice(config, "model.attention", ("xla", "cudnn", "splash"))
     _choice(config, "train.decay", ("cosine", "linear", "constant"))
     _positive(config, "data.seq_len", "data.batch_size", "model.num_layers", "model.width",
               "model.num_heads", "model.scan_unroll", "train.steps", "train.grad_accum_steps",
@@ -169,6 +171,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _fail("model.vocab_size", m.vocab_size, "must be a positive integer (or -1 for the tokenizer's)")
     if not 0.0 <= m.dropout < 1.0:
         _fail("model.dropout", m.dropout, "must be in [0, 1)")
+    if m.attention == "cudnn" and m.dtype != "bfloat16":
+        _fail("model.attention", m.attention, "cuDNN flash attention needs model.dtype=bfloat16")
+    if m.attention == "splash" and config.data.seq_len % 128:
+        _fail("model.attention", m.attention,
+              f"splash attention needs data.seq_len a multiple of 128, got {config.data.seq_len}")
 
     if config.data.batch_size % config.train.grad_accum_steps:
         _fail("data.batch_size", config.data.batch_size,

@@ -82,6 +82,17 @@ def test_small_config_compiles_for_v5e_2x2_and_reports_memory_and_flops():
     assert "fits" in text and "NOT" not in text and "v5litepod-4 (v5e:2x2" in text
 
 
+def test_splash_attention_compiles_into_the_tpu_step():
+    """The Pallas kernel itself (not the interpreter) is lowered into the step for a real slice."""
+    config = _small_config()
+    config.model.attention, config.data.seq_len = "splash", 128
+    report = aot.compile_step(config, aot.parse_topology("v5e:2x2"), "small")
+    assert report.fits and report.kernel_calls >= 2  # forward and backward kernels
+    assert "attention splash (" in aot.describe(report)
+    config.model.attention = "xla"
+    assert aot.compile_step(config, aot.parse_topology("v5e:2x2"), "small").kernel_calls == 0
+
+
 def test_mesh_that_does_not_divide_the_slice_is_a_config_error():
     config = _small_config()
     config.mesh.tensor = 3

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxlm.model import attention_kernels
 from jaxlm.model.config import ModelConfig
 from jaxlm.model.embeddings import apply_rope
 from jaxlm.model.layers import Dense
@@ -27,6 +28,17 @@ def attention_mask(segment_ids_BxL: jax.Array, causal: bool) -> jax.Array:
         length = segment_ids_BxL.shape[1]
         same_segment_BxLxL &= jnp.tril(jnp.ones((length, length), dtype=bool))
     return same_segment_BxLxL[:, None]
+
+
+def visibility(segment_ids_BxL: jax.Array, cfg: ModelConfig) -> jax.Array:
+    """What every layer's attention is told about which keys a query sees, built once per step.
+
+    The [B, 1, L, L] mask for "xla"; the [B, L] segment ids themselves for the fused kernels,
+    which build their mask tile by tile and never hold an [L, L] matrix.
+    """
+    if cfg.attention == "xla":
+        return attention_mask(segment_ids_BxL, cfg.causal)
+    return segment_ids_BxL
 
 
 def decode_mask(segment_BxM: jax.Array, segment_ids_BxL: jax.Array, start: jax.Array) -> jax.Array:
@@ -91,16 +103,28 @@ class Attention(nnx.Module):
             k_BxLxGxK = apply_rope(k_BxLxGxK, *rope)
         return q_BxLxHxK, k_BxLxGxK, v_BxLxGxK
 
-    def __call__(self, x_BxLxD: jax.Array, mask_Bx1xLxL: jax.Array,
+    def __call__(self, x_BxLxD: jax.Array, seen: jax.Array,
                  rope: tuple[jax.Array, jax.Array] | None) -> jax.Array:
+        """`seen` is `visibility(...)`: a [B, 1, L, L] mask for "xla", [B, L] segment ids otherwise."""
+        cfg = self.cfg
         q_BxLxHxK, k_BxLxGxK, v_BxLxGxK = self._project(x_BxLxD, rope)
-        y_BxLxHxK = attend(q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, mask_Bx1xLxL)
+        if cfg.attention == "cudnn":
+            y_BxLxHxK = attention_kernels.cudnn_attend(q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, seen, cfg.causal)
+        elif cfg.attention == "splash":
+            y_BxLxHxK = attention_kernels.splash_attend(q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, seen, cfg.causal,
+                                                        interpret=cfg.interpret_kernels)
+        else:
+            y_BxLxHxK = attend(q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, seen)
         return self.out(y_BxLxHxK)
 
     def decode(self, x_BxLxD: jax.Array, cache: tuple[jax.Array, jax.Array], start: jax.Array,
                mask_Bx1xLxM: jax.Array, rope: tuple[jax.Array, jax.Array] | None
                ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-        """Writes the L new keys and values into cache slots start.. and attends over the whole cache."""
+        """Writes the L new keys and values into cache slots start.. and attends over the whole cache.
+
+        Always the "xla" formula: one new token against the cache is a matrix-vector product that
+        the fused kernels would not speed up.
+        """
         q_BxLxHxK, k_BxLxGxK, v_BxLxGxK = self._project(x_BxLxD, rope)
         k_BxMxGxK, v_BxMxGxK = cache
         k_BxMxGxK = jax.lax.dynamic_update_slice_in_dim(k_BxMxGxK, k_BxLxGxK.astype(k_BxMxGxK.dtype),

@@ -40,10 +40,11 @@ class Block(nnx.Module):
         x_BxLxD = self.attention_norm(x_BxLxD + dropout(y_BxLxD, rate, keys[0]))
         return self.ffn_norm(x_BxLxD + dropout(self.ffn(x_BxLxD), rate, keys[1])), extra
 
-    def __call__(self, x_BxLxD: jax.Array, mask_Bx1xLxL: jax.Array,
+    def __call__(self, x_BxLxD: jax.Array, seen: jax.Array,
                  rope: tuple[jax.Array, jax.Array] | None, dropout_key: jax.Array | None) -> jax.Array:
+        """`seen`: which keys each query sees, as `attention.visibility` gives it."""
         x_BxLxD, _ = self._sublayers(
-            x_BxLxD, lambda h_BxLxD: (self.attention(h_BxLxD, mask_Bx1xLxL, rope), None), dropout_key)
+            x_BxLxD, lambda h_BxLxD: (self.attention(h_BxLxD, seen, rope), None), dropout_key)
         return x_BxLxD
 
     def decode(self, x_BxLxD: jax.Array, cache: tuple[jax.Array, jax.Array], start: jax.Array,

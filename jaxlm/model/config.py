@@ -47,6 +47,8 @@ class ModelConfig:
     dropout: float = 0.0
     dtype: str = "float32"  # compute dtype; parameters are always float32
     remat: str = "none"  # "none" | "full" | "dots"
+    attention: str = "xla"  # "xla" (attention.attend) | "cudnn" (GPU) | "splash" (TPU): attention_kernels.py
+    interpret_kernels: bool = False  # run Pallas kernels in the interpreter (tests on the CPU)
     scan_unroll: int = 1  # blocks per iteration of the layer scan (num_layers: no loop at all)
 
     @property
@@ -90,6 +92,7 @@ def model_config_from(config: ml_collections.ConfigDict, vocab_size: int) -> Mod
         dropout=m.dropout,
         dtype=m.dtype,
         remat=m.remat,
+        attention=m.attention,
         scan_unroll=m.scan_unroll,
     )
     if model_cfg.mlp_dim == -1:

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxlm.model.attention import attention_mask, decode_mask
+from jaxlm.model.attention import decode_mask, visibility
 from jaxlm.model.block import Block
 from jaxlm.model.config import ModelConfig
 from jaxlm.model.embeddings import Embed, rope_tables
@@ -89,7 +89,7 @@ class Transformer(nnx.Module):
         keys = jax.random.split(dropout_key) if dropout_key is not None else (None, None)
         x_BxLxD = dropout(self._embed(inputs_BxL, positions_BxL, token_types_BxL), cfg.dropout, keys[0])
 
-        mask_Bx1xLxL = attention_mask(segment_ids_BxL, cfg.causal)
+        seen = visibility(segment_ids_BxL, cfg)
         rope = self._rope(positions_BxL)
         block_keys_N = (jax.random.split(keys[1], cfg.num_layers) if keys[1] is not None
                         else jnp.zeros((cfg.num_layers,), dtype=bool))
@@ -98,7 +98,7 @@ class Transformer(nnx.Module):
         def one_block(x_BxLxD, layer):
             state, key = layer
             block_key = key if dropout_key is not None else None
-            return nnx.merge(graphdef, state)(x_BxLxD, mask_Bx1xLxL, rope, block_key), None
+            return nnx.merge(graphdef, state)(x_BxLxD, seen, rope, block_key), None
 
         if cfg.remat != "none":
             one_block = jax.checkpoint(one_block, policy=REMAT_POLICIES[cfg.remat])

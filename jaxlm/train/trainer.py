@@ -7,6 +7,7 @@ compiler for TPU topologies all get the very same step.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import jax
@@ -15,6 +16,7 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding
 
+from jaxlm.config import ConfigError
 from jaxlm.model import ModelConfig, Transformer
 from jaxlm.parallel import Rules, make_rules
 from jaxlm.parallel.vocab_parallel import vocab_parallel_cross_entropy
@@ -69,9 +71,32 @@ def with_shardings(tree, shardings):
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
 
 
+# The devices each fused attention kernel runs on (jax's platform names).
+KERNEL_PLATFORMS = {"cudnn": "gpu", "splash": "tpu"}
+
+
+def check_attention_platform(model_cfg: ModelConfig, mesh: jax.sharding.Mesh) -> None:
+    """Raises ConfigError when `model.attention` names a kernel these devices cannot run."""
+    needed = KERNEL_PLATFORMS.get(model_cfg.attention)
+    platform = mesh.devices.flat[0].platform
+    if needed and platform != needed and not model_cfg.interpret_kernels:
+        raise ConfigError(f'config.model.attention="{model_cfg.attention}" runs on {needed.upper()} only, '
+                          f'and these devices are {platform}; use model.attention="xla"')
+
+
+def _traced_on(mesh: jax.sharding.Mesh, step: Callable) -> Callable:
+    """`step`, traced with `mesh` as the context mesh: splash attention's shard_map finds it there."""
+    @functools.wraps(step)
+    def traced(*args):
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+            return step(*args)
+    return traced
+
+
 def make_trainer(config: ml_collections.ConfigDict, model_cfg: ModelConfig,
                  mesh: jax.sharding.Mesh) -> Trainer:
     """The shardings and jitted steps of a run whose model is `model_cfg`, on `mesh`."""
+    check_attention_platform(model_cfg, mesh)
     rules = make_rules(config.mesh.rules)
     partition.check_fits(mesh, rules, model_cfg, config.data.batch_size, config.train.grad_accum_steps)
     graphdef, abstract_model_state = nnx.split(
@@ -92,13 +117,16 @@ def make_trainer(config: ml_collections.ConfigDict, model_cfg: ModelConfig,
         loss_fn = weighted_cross_entropy
     # The step's contract: state and batch arrive and leave with these shardings; the old state's
     # buffers are donated to the new one; metrics come back replicated.
-    train_step = jax.jit(
-        make_train_step(graphdef, optimizer, schedule, grad_accum_steps=config.train.grad_accum_steps,
-                        dropout_seed=config.seed if model_cfg.dropout > 0 else None,
-                        loss_fn=loss_fn, skip_nonfinite=config.train.skip_nonfinite),
-        in_shardings=(state_sharding, batch_shardings), out_shardings=(state_sharding, None),
-        donate_argnums=0)
-    eval_step = jax.jit(make_eval_step(graphdef, loss_fn), in_shardings=(params_sharding, batch_shardings))
+    train_step_fn = make_train_step(graphdef, optimizer, schedule,
+                                    grad_accum_steps=config.train.grad_accum_steps,
+                                    dropout_seed=config.seed if model_cfg.dropout > 0 else None,
+                                    loss_fn=loss_fn, skip_nonfinite=config.train.skip_nonfinite)
+    eval_step_fn = make_eval_step(graphdef, loss_fn)
+    if model_cfg.attention == "splash":
+        train_step_fn, eval_step_fn = _traced_on(mesh, train_step_fn), _traced_on(mesh, eval_step_fn)
+    train_step = jax.jit(train_step_fn, in_shardings=(state_sharding, batch_shardings),
+                         out_shardings=(state_sharding, None), donate_argnums=0)
+    eval_step = jax.jit(eval_step_fn, in_shardings=(params_sharding, batch_shardings))
     return Trainer(model_cfg=model_cfg, mesh=mesh, rules=rules, graphdef=graphdef, optimizer=optimizer,
                    abstract_params=abstract_params, abstract_state=abstract_state,
                    params_sharding=params_sharding, state_sharding=state_sharding,
