@@ -10,6 +10,7 @@ Shape letters: B batch, P padded prompt length, S new tokens, V vocab, K top-k.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
 
@@ -18,8 +19,20 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxlm.model import ModelConfig, Transformer
+
 # Prompt lengths are padded up to a multiple of this, so nearby lengths share one compiled program.
 _PROMPT_BUCKET = 16
+
+
+def inference_graphdef(model_cfg: ModelConfig) -> nnx.GraphDef:
+    """The model's graph for sampling and fill-mask, with "xla" attention whatever the run trained with.
+
+    The fused training kernels need a training accelerator and (splash) lengths in tiles of 128, while a
+    prompt is any length and decoding reads one token at a time; the parameters are the same either way.
+    """
+    model_cfg = dataclasses.replace(model_cfg, attention="xla")
+    return nnx.split(nnx.eval_shape(lambda: Transformer(model_cfg, rngs=nnx.Rngs(0))))[0]
 
 
 def _choose(logits_BxV: jax.Array, key: jax.Array, temperature: jax.Array, top_p: jax.Array, *,
@@ -152,7 +165,6 @@ def _main(argv: list[str]) -> int:
     from jaxlm.data.tokenizer import CharTokenizer, SentencePieceTokenizer
     from jaxlm.export import ExportError
     from jaxlm.export.__main__ import open_run
-    from jaxlm.model import Transformer
 
     parser = argparse.ArgumentParser(prog="python -m jaxlm.generate", description=_main.__doc__)
     parser.add_argument("--workdir", required=True, help="a jaxlm run")
@@ -176,7 +188,7 @@ def _main(argv: list[str]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     tokenizer = (SentencePieceTokenizer if tokenizer_path.endswith(".model") else CharTokenizer).load(tokenizer_path)
-    graphdef = nnx.split(nnx.eval_shape(lambda: Transformer(model_cfg, rngs=nnx.Rngs(0))))[0]
+    graphdef = inference_graphdef(model_cfg)
     prompts = args.prompt or [""]
     if not model_cfg.causal:
         for text in prompts:

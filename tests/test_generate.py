@@ -1,5 +1,6 @@
 """KV-cache decoding, sampling filters and fill-mask against full forward passes of the model."""
 
+import dataclasses
 import functools
 
 import jax
@@ -151,3 +152,19 @@ def test_fill_mask_returns_sorted_top_k_probabilities_of_the_model():
     probs = np.array(jax.nn.softmax(logits[0, 2]))
     assert [t for t, _ in top[2]] == list(np.argsort(-probs)[:3])
     np.testing.assert_allclose([p for _, p in top[2]], np.sort(probs)[::-1][:3], rtol=1e-5)
+
+
+
+@pytest.mark.parametrize("attention", ["splash", "cudnn"])
+def test_a_run_trained_with_a_fused_kernel_samples_and_fills_masks_anywhere(attention):
+    """Short prompts on the CPU: inference uses "xla" attention over the very same parameters."""
+    bert_graphdef, bert_params = _model("bert")
+    trained_cfg = dataclasses.replace(nnx.merge(bert_graphdef, bert_params).cfg, attention=attention)
+    ids = [2, 7, 4, 9, 3]
+    assert (generate.fill_mask(generate.inference_graphdef(trained_cfg), bert_params, ids, top_k=3)
+            == generate.fill_mask(bert_graphdef, bert_params, ids, top_k=3))
+    graphdef, params = _model("llama")
+    trained_cfg = dataclasses.replace(nnx.merge(graphdef, params).cfg, attention=attention)
+    kwargs = dict(max_new_tokens=4, max_len=MAX_LEN, eos_id=EOS_ID)
+    assert (generate.generate(generate.inference_graphdef(trained_cfg), params, [[5, 6]], **kwargs)
+            == generate.generate(graphdef, params, [[5, 6]], **kwargs))

@@ -317,7 +317,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, stop: StopSignals, rec
 
     text = ""
     if jax.process_count() == 1:  # sampling reads every parameter on one host
-        text = _demo(config, trainer.graphdef, state.params, data, model_cfg.max_len)
+        text = _demo(config, generate.inference_graphdef(model_cfg), state.params, data, model_cfg.max_len)
         _say("sample |\n" + text)
     _say(f"done  | {steps_run} steps in {format_duration(elapsed)} "
          f"({elapsed / steps_run * 1e3:.1f} ms/step)")
