@@ -39,13 +39,18 @@ CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 _BUCKET = 32
 
 
-def gpt2_small():
-    """(ModelConfig, graphdef, params) of configs/gpt2_small.py in float32, randomly initialised."""
+def gpt2_small(num_layers: int = 0):
+    """(ModelConfig, graphdef, params) of configs/gpt2_small.py in float32, randomly initialised.
+
+    `num_layers` > 0 replaces the recipe's 12 (a quick check of the script, not a measurement).
+    """
     sys.path.insert(0, str(CONFIGS))
     import gpt2_small as recipe
 
     cfg = model_config_from(recipe.get_config(), vocab_size=recipe.get_config().model.vocab_size)
     cfg = dataclasses.replace(cfg, dtype="float32")  # the recipe's bfloat16 is slow on a CPU
+    if num_layers:
+        cfg = dataclasses.replace(cfg, num_layers=num_layers)
     graphdef, params = nnx.split(Transformer(cfg, rngs=nnx.Rngs(0)))
     return cfg, graphdef, nnx.to_pure_dict(params)
 
@@ -85,8 +90,9 @@ def main() -> None:
     parser.add_argument("--prompt_len", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of the fast decoders (best is kept)")
     parser.add_argument("--window_tokens", type=int, default=16, help="steps timed for the window decoder")
+    parser.add_argument("--layers", type=int, default=0, help="blocks instead of the recipe's 12 (smoke runs)")
     args = parser.parse_args()
-    cfg, graphdef, params = gpt2_small()
+    cfg, graphdef, params = gpt2_small(args.layers)
     prompt = np.random.default_rng(0).integers(5, cfg.vocab_size, args.prompt_len).tolist()
     n = args.new_tokens
     print(f"gpt2_small shape: {cfg.num_layers} layers, width {cfg.width}, vocab {cfg.vocab_size}; "
