@@ -1,4 +1,4 @@
-"""GPT-2 large (774M): 36 layers, 1280 wide, 20 heads, context 1024.
+"""GPT-2 large (774M): 36 layers, 1280 wide, 20 heads, context 1024; gpt2_medium's recipe otherwise.
 
 Needs a real corpus: --config.data.path=GLOB (and accelerators).
 
@@ -6,36 +6,16 @@ Fits v6e-16 (checked ahead of time: python -m jaxlm.aot --config=configs/gpt2_la
 mesh fsdp=16, remat full, bfloat16: 16.5 GiB of 32 GiB HBM per chip.
 """
 
-from jaxlm.config import base_config
+from jaxlm.config import sibling_recipe
 
 
 def get_config():
-    config = base_config()
-    config.data.source = "text"
-    config.data.seq_len = 1024
-    config.data.batch_size = 512  # ~0.5M tokens a step (GPT-3's batch for this size)
-    config.data.val_fraction = 0.005
-    config.data.tokenizer.vocab_size = 50257  # GPT-2's vocabulary size
-
-    config.model.family = "gpt2"
+    config = sibling_recipe(__file__, "gpt2_medium.py")  # what follows is all that differs
     config.model.num_layers = 36
     config.model.width = 1280
     config.model.num_heads = 20
-    config.model.vocab_size = 50304  # 50257 rounded up to a multiple of 64: faster matmuls
-    config.model.dtype = "bfloat16"
-    config.model.remat = "full"  # keep only each block's input; recompute the block in the backward pass
 
-    config.mesh.preset = "fsdp"  # parameters and AdamW split over every chip
-
-    config.train.steps = 600_000
     config.train.learning_rate = 2.5e-4  # GPT-3's peak for 760M
-    config.train.warmup_steps = 2000
     config.train.end_learning_rate = 2.5e-5
-    config.train.b2 = 0.95
-    config.train.weight_decay = 0.1
     config.train.grad_accum_steps = 4  # 128 rows a micro-batch: 8 a chip on v6e-16
-
-    config.eval.every = 2000
-    config.eval.max_batches = 20
-    config.log.every = 100
     return config

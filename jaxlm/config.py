@@ -7,6 +7,9 @@ of what a field means. `validate(config)` runs before anything is built; a bad v
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import ml_collections
 
 FAMILIES = ("gpt2", "llama", "bert")
@@ -223,3 +226,17 @@ def check_vocab(config: ml_collections.ConfigDict, tokenizer_vocab_size: int) ->
 def objective(config: ml_collections.ConfigDict) -> str:
     """The training objective the model family implies: "mlm" for bert, "causal" otherwise."""
     return "mlm" if config.model.family == "bert" else "causal"
+
+
+def load_recipe(path: str) -> ml_collections.ConfigDict:
+    """The config a recipe file's get_config() returns."""
+    spec = importlib.util.spec_from_file_location("jaxlm_recipe", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def sibling_recipe(recipe_file: str, name: str) -> ml_collections.ConfigDict:
+    """The recipe `name` (e.g. "gpt2_small.py") beside `recipe_file`: bigger recipes are a base plus the fields
+    they change, so the change is all a reader sees."""
+    return load_recipe(os.path.join(os.path.dirname(os.path.abspath(recipe_file)), name))

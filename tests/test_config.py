@@ -1,24 +1,16 @@
 """Config checks at start: every recipe builds, and each bad field is one line that names it."""
 
 import glob
-import importlib.util
 import os
 
 import jax
 import pytest
 from flax import nnx
 
-from jaxlm.config import ConfigError, base_config, check_vocab, validate
+from jaxlm.config import ConfigError, base_config, check_vocab, load_recipe, validate
 from jaxlm.model import Transformer, model_config_from
 
 CONFIG_FILES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "configs", "*.py")))
-
-
-def _load(path):
-    spec = importlib.util.spec_from_file_location("recipe", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
 
 
 def test_recipes_are_all_there():
@@ -29,7 +21,7 @@ def test_recipes_are_all_there():
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
 def test_each_recipe_validates_and_builds(path):
-    config = _load(path)
+    config = load_recipe(path)
     if config.data.source == "text":
         config.data.path = "corpus.txt"  # recipes for real corpora leave the path to the user
     validate(config)
@@ -46,7 +38,7 @@ def test_each_recipe_validates_and_builds(path):
 
 
 def test_gpt2_small_has_gpt2_small_shape():
-    config = _load(os.path.join(os.path.dirname(CONFIG_FILES[0]), "gpt2_small.py"))
+    config = load_recipe(os.path.join(os.path.dirname(CONFIG_FILES[0]), "gpt2_small.py"))
     model = config.model
     assert (model.num_layers, model.width, model.num_heads, config.data.seq_len) == (12, 768, 12, 1024)
 

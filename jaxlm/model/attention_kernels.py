@@ -15,10 +15,12 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
-# Which mesh axes split the batch and the heads inside the kernel's shard_map: the default rules of
-# jaxlm.parallel.rules. Under other rules XLA reshards around the kernel (correct, slower).
-_BATCH_MESH_AXES = ("data", "fsdp")
-_HEAD_MESH_AXES = ("tensor",)
+from jaxlm.parallel.rules import DEFAULT_RULES
+
+# Which mesh axes split the batch and the heads inside the kernel's shard_map, as the default rules say.
+# Under rules overridden in mesh.rules, XLA reshards around the kernel (correct, slower).
+_BATCH_MESH_AXES = DEFAULT_RULES["batch"]
+_HEAD_MESH_AXES = DEFAULT_RULES["heads"]
 SPLASH_BLOCK = 128  # the TPU lane width: splash tiles must be multiples of it
 
 

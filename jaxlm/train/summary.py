@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import jax
@@ -36,13 +35,6 @@ def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, ob
     return flat
 
 
-def load_recipe(path: str) -> ml_collections.ConfigDict:
-    """The config a recipe file's get_config() returns."""
-    spec = importlib.util.spec_from_file_location("jaxlm_recipe", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
-
 
 def config_diff(config: ml_collections.ConfigDict, reference: ml_collections.ConfigDict
                 ) -> list[tuple[str, object, object]]:
@@ -73,7 +65,7 @@ def start_lines(config: ml_collections.ConfigDict, recipe: str | None, abstract_
              "(activations not counted)"]
     if recipe:
         try:
-            reference, against = load_recipe(recipe), os.path.basename(recipe)
+            reference, against = config_lib.load_recipe(recipe), os.path.basename(recipe)
         except Exception as error:  # a recipe that needs arguments, say: the diff is only informative
             reference, against = config_lib.base_config(), f"jaxlm/config.py ({recipe} did not load: {error})"
     else:

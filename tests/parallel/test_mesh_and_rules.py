@@ -81,3 +81,18 @@ def test_parallel_sizes_that_do_not_divide(preset, field, message):
 
 def test_eight_fake_devices():
     assert jax.device_count() == 8
+
+
+def test_a_layout_mesh_utils_refuses_falls_back_to_device_order_and_says_so(monkeypatch, caplog):
+    """mesh_utils refuses shapes it cannot lay onto a physical torus; the mesh is then the devices in
+    order (correct, slower collectives), with a warning naming the shape."""
+    def refuse(*args, **kwargs):
+        raise ValueError("cannot lay 2x2x2 onto this torus")
+
+    monkeypatch.setattr("jaxlm.parallel.mesh.mesh_utils.create_device_mesh", refuse)
+    devices = jax.devices()[::-1]  # an order create_device_mesh would not keep
+    with caplog.at_level("WARNING"):
+        mesh = make_mesh(_mesh_config("fsdp_tp", data=2, fsdp=2, tensor=2), devices)
+    assert dict(mesh.shape) == {"data": 2, "fsdp": 2, "tensor": 2}
+    assert list(mesh.devices.flat) == devices
+    assert "no topology-aware layout (cannot lay 2x2x2 onto this torus)" in caplog.text

@@ -75,24 +75,32 @@ def _resume_line(stdout: str) -> int:
     return int(line.split()[3])
 
 
+REFERENCE_FLAGS = ("--config.train.steps=24", "--config.checkpoint.every=6")
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     """A 24-step run of each objective, never stopped: the reference."""
     runs = {}
     for objective, flags in OBJECTIVES.items():
         workdir = tmp_path_factory.mktemp(f"full-{objective}")
-        result = _run(workdir, *flags, "--config.train.steps=24", "--config.checkpoint.every=6")
+        result = _run(workdir, *flags, *REFERENCE_FLAGS)
         assert result.returncode == 0, result.stderr
         runs[objective] = (workdir, _losses(workdir), _final_params(workdir))
     return runs
 
 
+def _start_like_the_reference(objective, workdir, stderr):
+    """The reference run's flags, and that run started in `workdir` with its stdout piped."""
+    flags = [*OBJECTIVES[objective], *REFERENCE_FLAGS]
+    return flags, subprocess.Popen(_command(workdir, *flags), stdout=subprocess.PIPE, text=True, env=_env(),
+                                   stderr=stderr)
+
+
 @pytest.mark.parametrize("objective", ["causal", "mlm"])
 def test_sigkill_after_a_checkpoint_then_resume_is_exact(objective, uninterrupted, tmp_path):
+    flags, process = _start_like_the_reference(objective, tmp_path, stderr=subprocess.DEVNULL)
     _, reference_losses, reference_params = uninterrupted[objective]
-    flags = [*OBJECTIVES[objective], "--config.train.steps=24", "--config.checkpoint.every=6"]
-    process = subprocess.Popen(_command(tmp_path, *flags), stdout=subprocess.PIPE, text=True,
-                               env=_env(), stderr=subprocess.DEVNULL)
     for line in process.stdout:  # the first save line, then its commit marker on disk
         if line.startswith("save  | step 6"):
             break
@@ -110,10 +118,8 @@ def test_sigkill_after_a_checkpoint_then_resume_is_exact(objective, uninterrupte
 
 @pytest.mark.parametrize("objective", ["causal", "mlm"])
 def test_sigterm_saves_exits_4_and_resumes_exactly(objective, uninterrupted, tmp_path):
+    flags, process = _start_like_the_reference(objective, tmp_path, stderr=subprocess.PIPE)
     _, reference_losses, reference_params = uninterrupted[objective]
-    flags = [*OBJECTIVES[objective], "--config.train.steps=24", "--config.checkpoint.every=6"]
-    process = subprocess.Popen(_command(tmp_path, *flags), stdout=subprocess.PIPE, text=True,
-                               env=_env(), stderr=subprocess.PIPE)
     for line in process.stdout:
         if line.startswith("step      8/"):
             process.send_signal(signal.SIGTERM)

@@ -8,7 +8,8 @@ import pytest
 from jaxlm.config import base_config
 from jaxlm.model import model_config_from
 from jaxlm.parallel import make_mesh
-from jaxlm.train.summary import bytes_per_device, config_diff, load_recipe, param_groups, start_lines
+from jaxlm.config import load_recipe
+from jaxlm.train.summary import bytes_per_device, config_diff, param_groups, start_lines
 from jaxlm.train.trainer import make_trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
