@@ -39,6 +39,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.batch_size = 12  # Global batch size in rows. Must be divisible by train.grad_accum_steps and #hosts.
     c.data.val_fraction = 0.05  # Last fraction of the token stream held out for validation (0 = none).
     c.data.mask_prob = 0.15  # MLM only: fraction of tokens chosen for prediction (BERT: 0.15).
+    c.data.next_sentence = False  # bert only: BERT's sentence pairs + next-sentence prediction (off, as RoBERTa).
     c.data.prefetch = 2  # Batches each host prepares ahead in a background thread (0 = none).
     c.data.tokenizer = ml_collections.ConfigDict()
     c.data.tokenizer.kind = "sentencepiece"  # "sentencepiece" (trained or loaded) or "char" (one token per character).
@@ -187,6 +188,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _fail("data.val_fraction", config.data.val_fraction, "must be in [0, 1)")
     if not 0.0 < config.data.mask_prob < 1.0:
         _fail("data.mask_prob", config.data.mask_prob, "must be in (0, 1)")
+    if config.data.next_sentence and m.family != "bert":
+        _fail("data.next_sentence", config.data.next_sentence,
+              f'next-sentence prediction is a bert objective; model.family="{m.family}" is causal')
     if config.data.tokenizer.kind == "sentencepiece" and not config.data.tokenizer.path:
         _positive(config, "data.tokenizer.vocab_size", "data.tokenizer.max_sentences")
 

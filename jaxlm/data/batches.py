@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from jaxlm.data.errors import DataError
-from jaxlm.data.packing import FramedStream, num_rows, row_fields, row_width
+from jaxlm.data.packing import FramedStream, num_rows, row_fields
+from jaxlm.data.sentence_pairs import SentencePairs
 
 # The first word of the data-order seed, apart from masking.MASK_STREAM.
 _ORDER_STREAM = 2
@@ -49,14 +50,17 @@ class TrainBatches:
     Global row g = step * batch_size + i belongs to epoch g // num_rows. Each epoch reads the stream
     rotated by an offset drawn from (seed, epoch), cut into rows, in a permutation drawn from
     (seed, epoch), so epochs see different windows and a resumed run needs only the step.
+    With `pairs` (BERT's next-sentence input), row i of an epoch is instead pair row i drawn anew for
+    that epoch; the permutation still orders the rows.
     `fingerprint_parts` (corpus, tokenizer, shapes, seed, objective, ...) name what decides the batches.
     """
 
     def __init__(self, stream: FramedStream, *, seq_len: int, batch_size: int, objective: str, seed: int,
-                 pad_id: int, masker: Masker | None, fingerprint: str, fingerprint_parts: dict):
-        self.stream = stream
+                 pad_id: int, masker: Masker | None, fingerprint: str, fingerprint_parts: dict,
+                 pairs: SentencePairs | None = None):
+        self.stream, self.pairs = stream, pairs
         self.num_tokens = len(stream)
-        self.num_rows = num_rows(self.num_tokens, seq_len, objective)
+        self.num_rows = pairs.num_rows if pairs else num_rows(self.num_tokens, seq_len, objective)
         self.batch_size, self.seq_len = batch_size, seq_len
         self.fingerprint, self.fingerprint_parts = fingerprint, fingerprint_parts
         self._objective, self._seed, self._pad_id, self._masker = objective, seed, pad_id, masker
@@ -81,20 +85,27 @@ class TrainBatches:
         rows = host_slice(self.batch_size, process_index, process_count)
         rows_B = step * self.batch_size + np.arange(rows.start, rows.stop)
         epochs_B, index_B = np.divmod(rows_B, self.num_rows)
-        width = row_width(self.seq_len, self._objective)
-        tokens_BxW = np.empty((len(rows_B), width), np.int32)
-        doc_ids_BxW = np.empty((len(rows_B), width), np.int32)
+        fields: dict[str, np.ndarray] = {}
         for epoch in np.unique(epochs_B).tolist():
-            offset, order_R = self._epoch(epoch)
             here = epochs_B == epoch
-            tokens_BxW[here], doc_ids_BxW[here] = self.stream.rows(
-                order_R[index_B[here]], seq_len=self.seq_len, objective=self._objective, pad_id=self._pad_id,
-                offset=offset)
-        fields = row_fields(tokens_BxW, doc_ids_BxW, objective=self._objective)
+            part = self._rows(epoch, index_B[here])
+            for key, value in part.items():
+                if key not in fields:
+                    fields[key] = np.empty((len(rows_B), *value.shape[1:]), value.dtype)
+                fields[key][here] = value
         if self._masker:
             fields["inputs"], fields["targets"], fields["weights"] = self._masker(
                 fields["inputs"], seed=self._seed, step=step, example_ids_B=rows_B)
         return fields
+
+    def _rows(self, epoch: int, index_R: np.ndarray) -> dict[str, np.ndarray]:
+        """Batch fields of rows `index_R` of `epoch`, before masking."""
+        offset, order_R = self._epoch(epoch)
+        if self.pairs is not None:
+            return self.pairs.rows(order_R[index_R], seed=self._seed, epoch=epoch)
+        tokens_RxW, doc_ids_RxW = self.stream.rows(order_R[index_R], seq_len=self.seq_len,
+                                                   objective=self._objective, pad_id=self._pad_id, offset=offset)
+        return row_fields(tokens_RxW, doc_ids_RxW, objective=self._objective)
 
     def batch(self, step: int) -> dict[str, np.ndarray]:
         """The global batch of `step`: dict of [batch_size, seq_len] arrays, the same for the same (seed, step)."""

@@ -11,7 +11,6 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Callable
 
 import ml_collections
 import numpy as np
@@ -22,6 +21,7 @@ from jaxlm.data.batches import Masker, TrainBatches, host_rows
 from jaxlm.data.errors import DataError
 from jaxlm.data.masking import mask_tokens
 from jaxlm.data.packing import FramedStream, num_rows, row_fields
+from jaxlm.data.sentence_pairs import SentencePairs
 from jaxlm.data.token_store import TokenizedCorpus, tokenize
 from jaxlm.data.tokenizer import Tokenizer, build_tokenizer
 
@@ -54,35 +54,37 @@ def packing_report(stream: FramedStream, seq_len: int, objective: str) -> dict:
             "documents": stream.num_documents, "long_documents": int((stream.framed_lengths > seq_len).sum())}
 
 
-def _split(corpus: TokenizedCorpus, num_train: int,
-           frame: Callable[..., FramedStream]) -> tuple[FramedStream, FramedStream]:
-    """(train, validation) streams: the first `num_train` content tokens train, the rest validate."""
+def _split(corpus: TokenizedCorpus, num_train: int) -> tuple[tuple, tuple, bool]:
+    """((train tokens, lengths), (validation tokens, lengths), whether a document was cut in two):
+    the first `num_train` content tokens train, the rest validate."""
     lengths = corpus.lengths
     ends = np.cumsum(lengths)
     first_val = int(np.searchsorted(ends, num_train, side="right"))
     if first_val == len(lengths):
-        return frame(corpus.tokens, lengths), frame(corpus.tokens[:0], lengths[:0])
+        return (corpus.tokens, lengths), (corpus.tokens[:0], lengths[:0]), False
     cut = int(num_train - (ends[first_val] - lengths[first_val]))
-    train_lengths = np.append(lengths[:first_val], [cut] if cut else [])
-    val_lengths = np.append([lengths[first_val] - cut], lengths[first_val + 1:])
-    return (frame(corpus.tokens[:num_train], train_lengths, cut_tail=cut > 0),
-            frame(corpus.tokens[num_train:], val_lengths, cut_head=cut > 0))
+    train_lengths = np.append(lengths[:first_val], [cut] if cut else []).astype(lengths.dtype)
+    val_lengths = np.append([lengths[first_val] - cut], lengths[first_val + 1:]).astype(lengths.dtype)
+    return (corpus.tokens[:num_train], train_lengths), (corpus.tokens[num_train:], val_lengths), cut > 0
 
 
 def _val_batches(stream: FramedStream, *, config: ml_collections.ConfigDict, objective: str, pad_id: int,
-                 masker: Masker | None) -> list[dict[str, np.ndarray]]:
-    """Validation rows in stream order, batched; the last batch filled with all-zero (zero-weight) rows."""
+                 masker: Masker | None, pairs: SentencePairs | None) -> list[dict[str, np.ndarray]]:
+    """Validation rows in stream (or pair) order, batched; the last batch filled with all-zero (zero-weight) rows."""
     batch_size, seq_len = config.data.batch_size, config.data.seq_len
-    rows = num_rows(len(stream), seq_len, objective)
+    rows = pairs.num_rows if pairs else num_rows(len(stream), seq_len, objective)
     if config.eval.max_batches:
         rows = min(rows, config.eval.max_batches * batch_size)
-    fields = row_fields(*stream.rows(np.arange(rows), seq_len=seq_len, objective=objective, pad_id=pad_id),
-                        objective=objective)
+    if pairs:
+        fields = pairs.rows(np.arange(rows), seed=config.seed, epoch=_VAL_MASK_STEP)
+    else:
+        fields = row_fields(*stream.rows(np.arange(rows), seq_len=seq_len, objective=objective, pad_id=pad_id),
+                            objective=objective)
     if masker:
         fields["inputs"], fields["targets"], fields["weights"] = masker(
             fields["inputs"], seed=config.seed, step=_VAL_MASK_STEP, example_ids_B=np.arange(rows))
     filler = -rows % batch_size
-    fields = {k: np.concatenate([v, np.zeros((filler, seq_len), v.dtype)]) for k, v in fields.items()}
+    fields = {k: np.concatenate([v, np.zeros((filler, *v.shape[1:]), v.dtype)]) for k, v in fields.items()}
     return [{k: v[i:i + batch_size] for k, v in fields.items()} for i in range(0, rows + filler, batch_size)]
 
 
@@ -103,14 +105,22 @@ def build_data(config: ml_collections.ConfigDict, workdir: str | None = None) ->
     frame = functools.partial(FramedStream, objective=objective, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id)
     val_fraction = 0.0 if held_out else data.val_fraction
     if held_out:
-        train_stream = frame(corpus.tokens, corpus.lengths)
+        train_part, cut = (corpus.tokens, corpus.lengths), False
         # Read only as much validation text as the evaluation uses.
         max_tokens = config.eval.max_batches * batch_size * seq_len + 1 if config.eval.max_batches else 0
         val_corpus = tokenize(held_out, tokenizer, max_tokens=max_tokens, cache_dir=cache_dir)
-        val_stream = frame(val_corpus.tokens, val_corpus.lengths)
+        val_part = (val_corpus.tokens, val_corpus.lengths)
     else:
         # nanoGPT's split: the first int(n * (1 - f)) tokens train, the rest validate.
-        train_stream, val_stream = _split(corpus, int(len(corpus.tokens) * (1 - val_fraction)), frame)
+        train_part, val_part, cut = _split(corpus, int(len(corpus.tokens) * (1 - val_fraction)))
+    train_stream, val_stream = frame(*train_part, cut_tail=cut), frame(*val_part, cut_head=cut)
+    train_pairs = val_pairs = None
+    if data.next_sentence:
+        pair = functools.partial(SentencePairs, seq_len=seq_len, cls_id=tokenizer.bos_id,
+                                 sep_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)
+        train_pairs = pair(*train_part)
+        if held_out or val_fraction > 0:
+            val_pairs = pair(*val_part, what="the validation split")
     masker = None if objective == "causal" else functools.partial(
         mask_tokens, mask_prob=data.mask_prob, mask_id=tokenizer.mask_id, vocab_size=tokenizer.vocab_size,
         special_ids=tokenizer.special_ids)
@@ -119,10 +129,12 @@ def build_data(config: ml_collections.ConfigDict, workdir: str | None = None) ->
              "seq_len": seq_len, "batch_size": batch_size, "seed": config.seed, "val_fraction": val_fraction}
     if masker:
         parts["mask_prob"] = data.mask_prob
+    if train_pairs:
+        parts["next_sentence"] = True
     fingerprint = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
     train = TrainBatches(train_stream, seq_len=seq_len, batch_size=batch_size, objective=objective,
                          seed=config.seed, pad_id=tokenizer.pad_id, masker=masker, fingerprint=fingerprint,
-                         fingerprint_parts=parts)
+                         fingerprint_parts=parts, pairs=train_pairs)
     if train.num_rows < batch_size:
         raise DataError(
             f"config.data.batch_size={batch_size}, config.data.seq_len={seq_len}: the training split has "
@@ -131,7 +143,7 @@ def build_data(config: ml_collections.ConfigDict, workdir: str | None = None) ->
     val_batches = []
     if held_out or val_fraction > 0:
         val_batches = _val_batches(val_stream, config=config, objective=objective, pad_id=tokenizer.pad_id,
-                                   masker=masker)
+                                   masker=masker, pairs=val_pairs)
         if not val_batches:
             field = (f"{held_out.field}: holds" if held_out else f"config.data.val_fraction={val_fraction}: holds out")
             raise DataError(
@@ -139,14 +151,19 @@ def build_data(config: ml_collections.ConfigDict, workdir: str | None = None) ->
                 + ("use a larger validation split" if held_out else
                    "raise data.val_fraction, lower data.seq_len, or set data.val_fraction=0 for no validation"))
 
-    packing = packing_report(train_stream, seq_len, objective)
+    packing = (train_pairs.report() if train_pairs else packing_report(train_stream, seq_len, objective))
+    val_rows = val_pairs.num_rows if val_pairs else num_rows(len(val_stream), seq_len, objective)
+    rows_text = (f"sentence-pair rows of {seq_len} ([CLS] A [SEP] B [SEP], half of B from another document), "
+                 f"{packing['efficiency']:.1%} of train slots hold tokens, documents cut into "
+                 f"{packing['rows']:,} chunks of at most {seq_len - 3} tokens"
+                 if train_pairs else
+                 f"{objective} rows of {seq_len}, packing {packing['efficiency']:.1%} of train slots hold tokens, "
+                 f"{packing['long_documents']:,} document(s) longer than a row continue in the next")
     replaced = corpus.replaced + (val_corpus.replaced if held_out else 0)
     summary = (f"{len(corpus.lengths):,} document(s), {len(corpus.tokens):,} tokens from {source.describe()} "
                f"({tokenizer.describe()}); train {train.num_tokens:,} tokens in {train.num_rows:,} rows, validation "
-               f"{len(val_stream):,} tokens in {num_rows(len(val_stream), seq_len, objective):,} rows "
-               f"({len(val_batches)} batches used); {objective} rows of {seq_len}, packing "
-               f"{packing['efficiency']:.1%} of train slots hold tokens, {packing['long_documents']:,} document(s) "
-               f"longer than a row continue in the next; data fingerprint {fingerprint}"
+               f"{len(val_stream):,} tokens in {val_rows:,} rows ({len(val_batches)} batches used); {rows_text}; "
+               f"data fingerprint {fingerprint}"
                + (f"; {replaced:,} undecodable byte sequence(s) replaced with U+FFFD" if replaced else ""))
     return Data(tokenizer=tokenizer, train=train, val_batches=val_batches, summary=summary, fingerprint=fingerprint,
                 packing=packing)
