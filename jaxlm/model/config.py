@@ -40,6 +40,7 @@ class ModelConfig:
     head: str = "lm"  # "lm" | "mlm" (BERT's dense + act + norm + tied decoder with bias)
     use_bias: bool = True
     type_vocab_size: int = 0  # BERT's token-type (segment A/B) embeddings; 0 = none
+    next_sentence_head: bool = False  # BERT's pooler (first token, dense, tanh) and 2-way IsNext/NotNext head
     norm_eps: float = 1e-5
     rope_theta: float = 10000.0
     init_std: float = 0.02
@@ -94,6 +95,7 @@ def model_config_from(config: ml_collections.ConfigDict, vocab_size: int) -> Mod
         remat=m.remat,
         attention=m.attention,
         scan_unroll=m.scan_unroll,
+        next_sentence_head=bool(config.data.get("next_sentence", False)),
     )
     if model_cfg.mlp_dim == -1:
         model_cfg = dataclasses.replace(model_cfg, mlp_dim=default_mlp_dim(model_cfg.ffn, m.width))

@@ -59,6 +59,20 @@ class MlmHead(nnx.Module):
         return embed.attend(h_BxLxD) + self.decoder_bias[...].astype(h_BxLxD.dtype)
 
 
+class NextSentenceHead(nnx.Module):
+    """BERT's pooler (the first token's state, dense D->D, tanh) and its 2-way IsNext/NotNext classifier."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.pooler = Dense((cfg.width,), (cfg.width,), in_axes=("embed",), out_axes=("embed",),
+                            use_bias=True, std=cfg.init_std, dtype=cfg.dtype, rngs=rngs)
+        self.classifier = Dense((cfg.width,), (2,), in_axes=("embed",), out_axes=("classes",),
+                                use_bias=True, std=cfg.init_std, dtype=cfg.dtype, rngs=rngs)
+
+    def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
+        """Logits [B, 2] (index 0 = IsNext, 1 = NotNext) from the [CLS] position."""
+        return self.classifier(jnp.tanh(self.pooler(x_BxLxD[:, 0])))
+
+
 class Transformer(nnx.Module):
     """Token ids [B, L] -> logits [B, L, V]; causal or bidirectional, packed-segment aware."""
 
@@ -80,6 +94,7 @@ class Transformer(nnx.Module):
                               use_bias=False, std=cfg.init_std, dtype=cfg.dtype, rngs=rngs)
                         if cfg.head == "lm" and not cfg.tied_embeddings else None)
         self.mlm_head = MlmHead(cfg, rngs=rngs) if cfg.head == "mlm" else None
+        self.next_sentence_head = NextSentenceHead(cfg, rngs=rngs) if cfg.next_sentence_head else None
 
     def encode(self, inputs_BxL: jax.Array, positions_BxL: jax.Array, segment_ids_BxL: jax.Array,
                token_types_BxL: jax.Array | None = None,
@@ -116,6 +131,14 @@ class Transformer(nnx.Module):
         """Logits [B, L, V] in the compute dtype."""
         x_BxLxD = self.encode(inputs_BxL, positions_BxL, segment_ids_BxL, token_types_BxL, dropout_key)
         return self._head(x_BxLxD)
+
+    def with_next_sentence(self, inputs_BxL: jax.Array, positions_BxL: jax.Array, segment_ids_BxL: jax.Array,
+                           token_types_BxL: jax.Array, dropout_key: jax.Array | None = None
+                           ) -> tuple[jax.Array, jax.Array]:
+        """(logits [B, L, V], next-sentence logits [B, 2]) of sentence-pair rows; BERT's two pretraining heads."""
+        assert self.next_sentence_head is not None, "the model was built without next_sentence_head"
+        x_BxLxD = self.encode(inputs_BxL, positions_BxL, segment_ids_BxL, token_types_BxL, dropout_key)
+        return self._head(x_BxLxD), self.next_sentence_head(x_BxLxD)
 
     def _embed(self, inputs_BxL: jax.Array, positions_BxL: jax.Array,
                token_types_BxL: jax.Array | None) -> jax.Array:

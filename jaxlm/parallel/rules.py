@@ -29,6 +29,7 @@ DEFAULT_RULES: dict[str, MeshAxes] = {
     "head_dim": (),
     "positions": (),
     "types": (),
+    "classes": (),  # the 2 labels of BERT's next-sentence classifier
     "length": (),
 }
 

@@ -70,7 +70,8 @@ def _say(line: str) -> None:
 
 
 def evaluate(eval_step, params: dict, batches: list[dict[str, jax.Array]]) -> dict[str, float]:
-    """Loss, perplexity and token accuracy over the validation batches (summed, then divided)."""
+    """Loss, perplexity and token accuracy over the validation batches (summed, then divided), and
+    next-sentence loss and accuracy for sentence-pair batches."""
     totals = None
     for batch in batches:
         sums = eval_step(params, batch)
@@ -78,8 +79,13 @@ def evaluate(eval_step, params: dict, batches: list[dict[str, jax.Array]]) -> di
     totals = jax.device_get(totals)
     weight = max(float(totals["weight_sum"]), 1.0)
     loss = float(totals["loss_sum"]) / weight
-    return {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50.0)),
-            "val_accuracy": float(totals["correct_sum"]) / weight}
+    val = {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50.0)),
+           "val_accuracy": float(totals["correct_sum"]) / weight}
+    if "next_sentence_weight_sum" in totals:  # sentence-pair batches: BERT's next-sentence prediction
+        pairs = max(float(totals["next_sentence_weight_sum"]), 1.0)
+        val["val_next_sentence_loss"] = float(totals["next_sentence_loss_sum"]) / pairs
+        val["val_next_sentence_accuracy"] = float(totals["next_sentence_correct_sum"]) / pairs
+    return val
 
 
 def _demo(config: ml_collections.ConfigDict, graphdef, params: dict, data: Data, max_len: int) -> str:
@@ -256,6 +262,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, stop: StopSignals, rec
                   "perplexity": math.exp(min(metrics["loss"], 50.0)),
                   "grad_norm": metrics["grad_norm"], "learning_rate": metrics["learning_rate"],
                   "tokens_per_second": tokens_per_step / seconds_per_step}
+        record.update({k: metrics[k] for k in ("next_sentence_loss", "next_sentence_accuracy") if k in metrics})
         utilisation = mfu(flops_per_step, seconds_per_step, peak_per_device, jax.device_count())
         if utilisation is not None:
             record["mfu"] = utilisation

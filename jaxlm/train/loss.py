@@ -24,3 +24,20 @@ def weighted_cross_entropy(logits_BxLxV: jax.Array, targets_BxL: jax.Array, weig
         "correct_sum": jnp.sum(correct_BxL * weights_BxL),
         "weight_sum": jnp.sum(weights_BxL),
     }
+
+
+def pair_weights(segment_ids_BxL: jax.Array) -> jax.Array:
+    """[B] 1.0 for each real sentence-pair row; the all-zero filler rows of an eval batch weigh 0."""
+    return (segment_ids_BxL[:, 0] > 0).astype(jnp.float32)
+
+
+def next_sentence_sums(logits_Bx2: jax.Array, labels_B: jax.Array, weights_B: jax.Array) -> dict[str, jax.Array]:
+    """BERT's next-sentence prediction summed over rows, as weighted_cross_entropy sums tokens."""
+    logits_Bx2 = logits_Bx2.astype(jnp.float32)
+    loss_B = optax.softmax_cross_entropy_with_integer_labels(logits_Bx2, labels_B)
+    correct_B = (jnp.argmax(logits_Bx2, axis=-1) == labels_B).astype(jnp.float32)
+    return {
+        "next_sentence_loss_sum": jnp.sum(loss_B * weights_B),
+        "next_sentence_correct_sum": jnp.sum(correct_B * weights_B),
+        "next_sentence_weight_sum": jnp.sum(weights_B),
+    }

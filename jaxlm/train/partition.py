@@ -49,6 +49,11 @@ def batch_sharding(mesh: jax.sharding.Mesh, rules: Rules) -> NamedSharding:
     return NamedSharding(mesh, rules.spec(("batch", "length")))
 
 
+def rows_sharding(sharding: NamedSharding, ndim: int) -> NamedSharding:
+    """`sharding` of a [B, L] batch array, for a batch field of rank `ndim` ([B] labels: rows only)."""
+    return sharding if ndim == len(sharding.spec) else NamedSharding(sharding.mesh, PartitionSpec(*sharding.spec[:ndim]))
+
+
 def logits_spec(mesh: jax.sharding.Mesh, rules: Rules, vocab_size: int) -> PartitionSpec:
     """The PartitionSpec of [B, L, V] logits under the rules."""
     return rules.spec(("batch", "length", "vocab"), (0, 0, vocab_size), mesh)
@@ -87,5 +92,6 @@ def host_rows(sharding: NamedSharding, global_rows: int, row_width: int) -> tupl
 def put_batch(host_batch: dict[str, np.ndarray], sharding: NamedSharding, global_rows: int
               ) -> dict[str, jax.Array]:
     """Global device arrays from this host's rows of a batch (all hosts call this together)."""
-    return {k: jax.make_array_from_process_local_data(sharding, v, (global_rows, *v.shape[1:]))
+    return {k: jax.make_array_from_process_local_data(rows_sharding(sharding, v.ndim), v,
+                                                      (global_rows, *v.shape[1:]))
             for k, v in host_batch.items()}

@@ -26,7 +26,9 @@ def format_mfu(mfu: float | None) -> str:
 
 def step_line(step: int, steps: int, record: dict, seconds_per_step: float) -> str:
     """The periodic progress line of a training step (record: a metrics.jsonl record)."""
-    return (f"step {step:>6}/{steps} | loss {record['loss']:.4f} | acc {record['accuracy']:.3f} | "
+    pairs = (f"nsp_loss {record['next_sentence_loss']:.4f} | nsp_acc {record['next_sentence_accuracy']:.3f} | "
+             if "next_sentence_loss" in record else "")
+    return (f"step {step:>6}/{steps} | loss {record['loss']:.4f} | acc {record['accuracy']:.3f} | {pairs}"
             f"lr {record['learning_rate']:.2e} | gnorm {record['grad_norm']:.2f} | "
             f"{record['tokens_per_second']:,.0f} tok/s | mfu {format_mfu(record.get('mfu'))} | "
             f"{seconds_per_step * 1e3:.1f} ms/step | eta {format_duration(seconds_per_step * (steps - step))}")
@@ -35,7 +37,9 @@ def step_line(step: int, steps: int, record: dict, seconds_per_step: float) -> s
 def eval_line(step: int, steps: int, val: dict) -> str:
     """The line an evaluation prints."""
     return (f"eval {step:>6}/{steps} | val_loss {val['val_loss']:.4f} | "
-            f"val_ppl {val['val_perplexity']:.2f} | val_acc {val['val_accuracy']:.3f}")
+            f"val_ppl {val['val_perplexity']:.2f} | val_acc {val['val_accuracy']:.3f}"
+            + (f" | val_nsp_loss {val['val_next_sentence_loss']:.4f} | val_nsp_acc "
+               f"{val['val_next_sentence_accuracy']:.3f}" if "val_next_sentence_loss" in val else ""))
 
 
 def parse_line(line: str) -> dict[str, str]:

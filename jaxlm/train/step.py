@@ -13,9 +13,11 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxlm.train.loss import weighted_cross_entropy
+from jaxlm.train.loss import next_sentence_sums, pair_weights, weighted_cross_entropy
 
-Batch = dict[str, jax.Array]  # inputs, targets, weights, positions, segment_ids: each [B, L]
+# inputs, targets, weights, positions, segment_ids: each [B, L]; sentence-pair batches (BERT's
+# next-sentence prediction) add token_types [B, L] and next_sentence [B], the IsNext/NotNext label.
+Batch = dict[str, jax.Array]
 LossFn = Callable[[jax.Array, jax.Array, jax.Array], dict[str, jax.Array]]
 
 
@@ -40,9 +42,14 @@ def init_state(params: dict, optimizer: optax.GradientTransformation) -> TrainSt
 def _forward(graphdef: nnx.GraphDef, params: dict, batch: Batch, dropout_key: jax.Array | None,
              loss_fn: LossFn = weighted_cross_entropy) -> dict[str, jax.Array]:
     model = nnx.merge(graphdef, params)
-    logits_BxLxV = model(batch["inputs"], batch["positions"], batch["segment_ids"],
-                         dropout_key=dropout_key)
-    return loss_fn(logits_BxLxV, batch["targets"], batch["weights"])
+    if "next_sentence" not in batch:
+        logits_BxLxV = model(batch["inputs"], batch["positions"], batch["segment_ids"],
+                             dropout_key=dropout_key)
+        return loss_fn(logits_BxLxV, batch["targets"], batch["weights"])
+    logits_BxLxV, pair_logits_Bx2 = model.with_next_sentence(
+        batch["inputs"], batch["positions"], batch["segment_ids"], batch["token_types"], dropout_key)
+    return {**loss_fn(logits_BxLxV, batch["targets"], batch["weights"]),
+            **next_sentence_sums(pair_logits_Bx2, batch["next_sentence"], pair_weights(batch["segment_ids"]))}
 
 
 def micro_batches(batch: Batch, count: int) -> Batch:
@@ -63,18 +70,27 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
     The batch is split into `grad_accum_steps` micro-batches whose gradients are summed inside the
     step; every loss is normalised by the whole batch's weight, so the update equals one big batch.
     Dropout keys come from (dropout_seed, step, micro-batch), so a resumed run drops the same units.
+    Sentence-pair batches add BERT's next-sentence loss, a mean over rows, to the masked-LM loss, a
+    mean over chosen tokens; the metrics report the two apart (`loss` stays the masked-LM one).
     A step whose loss or gradient norm is not finite is recorded in `first_bad_step`; with
     `skip_nonfinite` its update is dropped instead (the step still counts, the data moves on).
     """
 
-    def micro_loss(params, micro: Batch, total_weight, key):
+    def micro_loss(params, micro: Batch, totals, key):
+        total_weight, total_pairs = totals
         sums = _forward(graphdef, params, micro, key, loss_fn)
-        return sums["loss_sum"] / total_weight, sums
+        loss = sums["loss_sum"] / total_weight
+        if "next_sentence_loss_sum" in sums:
+            loss = loss + sums["next_sentence_loss_sum"] / total_pairs
+        return loss, sums
 
     grad_fn = jax.grad(micro_loss, has_aux=True)
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
         total_weight = jnp.maximum(jnp.sum(batch["weights"]), 1.0)
+        pairs = "next_sentence" in batch
+        total_pairs = jnp.maximum(jnp.sum(pair_weights(batch["segment_ids"])), 1.0) if pairs else None
+        totals = (total_weight, total_pairs)
         step_key = (jax.random.fold_in(jax.random.key(dropout_seed), state.step)
                     if dropout_seed is not None else None)
 
@@ -82,7 +98,7 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
             grads, sums = carry
             micro, index = micro_and_index
             key = jax.random.fold_in(step_key, index) if step_key is not None else None
-            micro_grads, micro_sums = grad_fn(state.params, micro, total_weight, key)
+            micro_grads, micro_sums = grad_fn(state.params, micro, totals, key)
             return (jax.tree.map(jnp.add, grads, micro_grads),
                     jax.tree.map(jnp.add, sums, micro_sums)), None
 
@@ -90,10 +106,11 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
             # No loop: XLA keeps a one-trip while loop, whose zeroed accumulators and copied
             # buffers cost a small model on the CPU more than its matmuls (benchmarks/NOTES.md).
             key = jax.random.fold_in(step_key, 0) if step_key is not None else None
-            grads, sums = grad_fn(state.params, batch, total_weight, key)
+            grads, sums = grad_fn(state.params, batch, totals, key)
         else:
-            zeros = (jax.tree.map(jnp.zeros_like, state.params),
-                     {"loss_sum": 0.0, "correct_sum": 0.0, "weight_sum": 0.0})
+            sum_keys = ("loss_sum", "correct_sum", "weight_sum") + (
+                ("next_sentence_loss_sum", "next_sentence_correct_sum", "next_sentence_weight_sum") if pairs else ())
+            zeros = (jax.tree.map(jnp.zeros_like, state.params), dict.fromkeys(sum_keys, 0.0))
             (grads, sums), _ = jax.lax.scan(accumulate, zeros,
                                             (micro_batches(batch, grad_accum_steps),
                                              jnp.arange(grad_accum_steps)))
@@ -102,6 +119,8 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
         params = optax.apply_updates(state.params, updates)
         loss, grad_norm = sums["loss_sum"] / total_weight, optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        if pairs:
+            finite &= jnp.isfinite(sums["next_sentence_loss_sum"])
         if skip_nonfinite:
             params, opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
                                              (params, opt_state), (state.params, state.opt_state))
@@ -114,6 +133,9 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
             "learning_rate": schedule(state.step),
             "weight_sum": sums["weight_sum"],
         }
+        if pairs:
+            metrics["next_sentence_loss"] = sums["next_sentence_loss_sum"] / total_pairs
+            metrics["next_sentence_accuracy"] = sums["next_sentence_correct_sum"] / total_pairs
         new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
                                first_bad_step=first_bad_step,
                                skipped_steps=state.skipped_steps + (~finite if skip_nonfinite else False))

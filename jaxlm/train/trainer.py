@@ -25,7 +25,14 @@ from jaxlm.train.loss import weighted_cross_entropy
 from jaxlm.train.optimizer import make_optimizer
 from jaxlm.train.step import TrainState, init_state, make_eval_step, make_train_step
 
-BATCH_FIELDS = ("inputs", "targets", "weights", "positions", "segment_ids")
+BATCH_FIELDS = ("inputs", "targets", "weights", "positions", "segment_ids")  # each [B, L]
+PAIR_FIELDS = ("token_types", "next_sentence")  # sentence-pair batches add [B, L] and [B] (the label)
+
+
+def batch_field_shapes(model_cfg: ModelConfig, batch_size: int, seq_len: int) -> dict[str, tuple[int, ...]]:
+    """The global shape of each field of the batches this model trains on."""
+    fields = BATCH_FIELDS + (PAIR_FIELDS if model_cfg.next_sentence_head else ())
+    return {k: (batch_size,) if k == "next_sentence" else (batch_size, seq_len) for k in fields}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +49,7 @@ class Trainer:
     params_sharding: dict
     state_sharding: TrainState
     batch_sharding: NamedSharding  # of each [B, L] batch field
+    batch_shardings: dict[str, NamedSharding]  # of every batch field, [B] ones included
     train_step: Callable  # jitted (state, batch) -> (state, metrics); donates the state
     eval_step: Callable  # jitted (params, batch) -> sums
 
@@ -62,8 +70,8 @@ class Trainer:
     def abstract_batch(self, batch_size: int, seq_len: int) -> dict[str, jax.ShapeDtypeStruct]:
         """ShapeDtypeStructs of a global batch, carrying its sharding (for lowering ahead of time)."""
         dtypes = {"weights": "float32"}
-        return {k: jax.ShapeDtypeStruct((batch_size, seq_len), dtypes.get(k, "int32"),
-                                        sharding=self.batch_sharding) for k in BATCH_FIELDS}
+        return {k: jax.ShapeDtypeStruct(shape, dtypes.get(k, "int32"), sharding=self.batch_shardings[k])
+                for k, shape in batch_field_shapes(self.model_cfg, batch_size, seq_len).items()}
 
 
 def with_shardings(tree, shardings):
@@ -108,7 +116,8 @@ def make_trainer(config: ml_collections.ConfigDict, model_cfg: ModelConfig,
     abstract_state = jax.eval_shape(lambda p: init_state(p, optimizer), abstract_params)
     state_sharding = partition.state_shardings(optimizer, abstract_state, params_sharding, mesh)
     batch_sharding = partition.batch_sharding(mesh, rules)
-    batch_shardings = {k: batch_sharding for k in BATCH_FIELDS}
+    batch_shardings = {k: partition.rows_sharding(batch_sharding, len(shape))
+                       for k, shape in batch_field_shapes(model_cfg, 1, 1).items()}
 
     if config.train.cross_entropy == "vocab_parallel":
         loss_fn = vocab_parallel_cross_entropy(
@@ -130,4 +139,5 @@ def make_trainer(config: ml_collections.ConfigDict, model_cfg: ModelConfig,
     return Trainer(model_cfg=model_cfg, mesh=mesh, rules=rules, graphdef=graphdef, optimizer=optimizer,
                    abstract_params=abstract_params, abstract_state=abstract_state,
                    params_sharding=params_sharding, state_sharding=state_sharding,
-                   batch_sharding=batch_sharding, train_step=train_step, eval_step=eval_step)
+                   batch_sharding=batch_sharding, batch_shardings=batch_shardings, train_step=train_step,
+                   eval_step=eval_step)
