@@ -55,6 +55,7 @@ def _run_config(cfg: ModelConfig, family: str) -> ml_collections.ConfigDict:
     for field in _RUN_MODEL_FIELDS:
         config.model[field] = getattr(cfg, field)
     config.data.seq_len = min(config.data.seq_len, cfg.max_len)
+    config.data.next_sentence = cfg.next_sentence_head  # BertForPreTraining: keep training both heads
     derived = model_config_from(config, cfg.vocab_size)
     differing = [f"{field}={getattr(cfg, field)!r} (a run has {getattr(derived, field)!r})"
                  for field in cfg.__dataclass_fields__
@@ -74,7 +75,8 @@ def export_run(workdir: str, step: int | None, out: str, max_shard_bytes: int) -
         shutil.copyfile(tokenizer_path, os.path.join(out, SentencePieceTokenizer.FILENAME))
         files.append(SentencePieceTokenizer.FILENAME)
     family = hf_config.family_of_config(model_cfg)
-    return f"exported {workdir} step {step} as {hf_config.ARCHITECTURES[family]} to {out} ({len(files)} files)"
+    return (f"exported {workdir} step {step} as {hf_config.architecture(model_cfg, family)} to {out} "
+            f"({len(files)} files)")
 
 
 def import_hf(hf_dir: str, out: str) -> str:
@@ -109,6 +111,8 @@ def import_hf(hf_dir: str, out: str) -> str:
     with open(os.path.join(out, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2))
     flags = " ".join(f"--config.model.{field}={config.model[field]}" for field in ("family", *_RUN_MODEL_FIELDS))
+    if config.data.next_sentence:
+        flags += " --config.data.next_sentence=True"
     return (f"imported {hf_dir} ({family}) into {checkpoints}/0; continue pretraining with\n"
             f"  python run_pretrain.py --config.checkpoint.restore_from={out} {flags}")
 

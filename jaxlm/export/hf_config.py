@@ -11,8 +11,17 @@ from jaxlm.export.errors import ExportError
 from jaxlm.model import ModelConfig
 
 ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "bert": "BertForMaskedLM"}
-# Classes we import, and the family each is: the three we export, and BERT's bare encoder.
-IMPORTABLE = {**{arch: family for family, arch in ARCHITECTURES.items()}, "BertModel": "bert"}
+# A bert trained with next-sentence prediction keeps both heads, as Google's BERT checkpoints do;
+# AutoModelForMaskedLM still loads it (and notes the next-sentence weights it leaves unused).
+NEXT_SENTENCE_ARCHITECTURE = "BertForPreTraining"
+# Classes we import, and the family each is: the ones we export, and BERT's bare encoder.
+IMPORTABLE = {**{arch: family for family, arch in ARCHITECTURES.items()}, "BertModel": "bert",
+              NEXT_SENTENCE_ARCHITECTURE: "bert"}
+
+
+def architecture(cfg: ModelConfig, family: str) -> str:
+    """The HF class that holds every head of `cfg`."""
+    return NEXT_SENTENCE_ARCHITECTURE if cfg.next_sentence_head else ARCHITECTURES[family]
 
 # Our activation names against HF's (GPT-2's "gelu_new" is the tanh approximation).
 _ACTIVATION_TO_HF = {"gelu_tanh": "gelu_new", "gelu": "gelu", "silu": "silu"}
@@ -22,7 +31,7 @@ _ACTIVATION_FROM_HF = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"
 
 def to_hf_config(cfg: ModelConfig, family: str) -> dict:
     """The config.json of `cfg` as the family's HF class reads it (float32 weights)."""
-    common = dict(architectures=[ARCHITECTURES[family]], model_type=family, vocab_size=cfg.vocab_size,
+    common = dict(architectures=[architecture(cfg, family)], model_type=family, vocab_size=cfg.vocab_size,
                   pad_token_id=PAD_ID, dtype="float32")
     if family == "gpt2":
         return dict(common, n_embd=cfg.width, n_layer=cfg.num_layers, n_head=cfg.num_heads,
@@ -124,7 +133,8 @@ def from_hf_config(hf: dict) -> tuple[ModelConfig, str, bool]:
         num_heads=hf["num_attention_heads"], num_kv_heads=hf["num_attention_heads"],
         mlp_dim=hf["intermediate_size"], max_len=hf.get("max_position_embeddings", 512),
         activation=_activation(hf, "hidden_act", "gelu"), type_vocab_size=hf.get("type_vocab_size", 2),
-        norm_eps=hf.get("layer_norm_eps", 1e-12), init_std=hf.get("initializer_range", 0.02))
+        norm_eps=hf.get("layer_norm_eps", 1e-12), init_std=hf.get("initializer_range", 0.02),
+        next_sentence_head=NEXT_SENTENCE_ARCHITECTURE in (hf.get("architectures") or []))
     return cfg, family, True
 
 

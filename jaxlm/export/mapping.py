@@ -103,7 +103,20 @@ BERT_RULES = (
     _r("cls.predictions.bias", "mlm_head/decoder_bias", layout=VECTOR),
 )
 
+# BERT's pooler and next-sentence classifier (BertForPreTraining), for models trained with them.
+NEXT_SENTENCE_RULES = (
+    _r("bert.pooler.dense.weight", "next_sentence_head/pooler/kernel", layout=LINEAR),
+    _r("bert.pooler.dense.bias", "next_sentence_head/pooler/bias", layout=VECTOR),
+    _r("cls.seq_relationship.weight", "next_sentence_head/classifier/kernel", layout=LINEAR),
+    _r("cls.seq_relationship.bias", "next_sentence_head/classifier/bias", layout=VECTOR),
+)
+
 RULES = {"gpt2": GPT2_RULES, "llama": LLAMA_RULES, "bert": BERT_RULES}
+
+
+def rules_for(family: str, tree: dict) -> tuple[Rule, ...]:
+    """The family's rules, with the next-sentence head's when `tree` (params or shapes) has one."""
+    return RULES[family] + (NEXT_SENTENCE_RULES if "next_sentence_head" in tree else ())
 
 # The prefix a family's bare encoder/decoder (GPT2Model, LlamaModel, BertModel) leaves off its names.
 BASE_PREFIX = {"gpt2": "transformer.", "llama": "model.", "bert": "bert."}
@@ -167,7 +180,7 @@ def _layer_names(rule: Rule, num_layers: int) -> list[tuple[int | None, str]]:
 def params_to_hf(family: str, params: dict, num_layers: int) -> dict[str, np.ndarray]:
     """Our (float32) parameter tree as a flat dict of HF names to arrays."""
     tensors = {}
-    for rule in RULES[family]:
+    for rule in rules_for(family, params):
         stacked = [np.asarray(_get(params, path)) for path in rule.ours]
         for i, name in _layer_names(rule, num_layers):
             tensors[name] = _to_hf([a if i is None else a[i] for a in stacked], rule.layout)
@@ -184,7 +197,7 @@ def params_from_hf(family: str, tensors: dict[str, np.ndarray], shapes: dict, nu
     """
     base = BASE_PREFIX[family]
     tensors, params, taken_fresh, fresh_params = dict(tensors), {}, [], None
-    for rule in RULES[family]:
+    for rule in rules_for(family, shapes):
         full_shapes = [tuple(_get(shapes, path).shape) for path in rule.ours]
         per_layer = [[] for _ in rule.ours]
         for i, name in _layer_names(rule, num_layers):
