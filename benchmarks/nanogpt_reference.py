@@ -5,8 +5,9 @@
 The reference figure jaxlm's `configs/shakespeare_char.py` is held to (1.886, `../shared/data/README.md`) is
 nanoGPT's `estimate_loss`: the mean over 20 random batches of 12 x 64 validation characters. jaxlm reports the
 loss over the whole validation split instead. This script trains the same recipe with `transformers`'
-GPT2LMHeadModel (nanoGPT's architecture, with biases) and nanoGPT's own data sampling, learning-rate schedule and
-optimizer groups, then prints both scores, so the two frameworks can be compared on one scale and the spread of
+GPT2LMHeadModel (nanoGPT's architecture; its biases held at zero unless --bias, since nanoGPT's train.py defaults
+to bias=False and the CPU command keeps it) and nanoGPT's own data sampling, learning-rate schedule and optimizer
+groups, then prints both scores, so the two frameworks can be compared on one scale and the spread of
 the 20-batch estimate can be seen. PyTorch via `pip install torch==2.13.0` (the `hf` extra).
 """
 
@@ -23,6 +24,7 @@ flags.DEFINE_string("data", "../shared/data/tinyshakespeare.txt", "The tiny-shak
 flags.DEFINE_list("seeds", ["0", "1"], "Training seeds; one run each.")
 flags.DEFINE_integer("steps", 2000, "Training steps (nanoGPT's max_iters).")
 flags.DEFINE_integer("estimates", 20, "Random-batch estimates of nanoGPT's kind to show the spread of.")
+flags.DEFINE_bool("bias", False, "Biases in the Linear layers and LayerNorms (nanoGPT's train.py: bias=False).")
 
 LAYERS, HEADS, WIDTH, CONTEXT, BATCH = 4, 4, 128, 64, 12
 LR, MIN_LR, WARMUP, BETAS, WEIGHT_DECAY, CLIP = 1e-3, 1e-4, 100, (0.9, 0.99), 0.1, 1.0
@@ -45,7 +47,7 @@ def _random_batch(data, generator, torch):
     return x, y
 
 
-def _train_and_score(ids: np.ndarray, vocab: int, seed: int, steps: int, estimates: int) -> dict:
+def _train_and_score(ids: np.ndarray, vocab: int, seed: int, steps: int, estimates: int, bias: bool) -> dict:
     import torch
     import torch.nn.functional as F
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -57,8 +59,14 @@ def _train_and_score(ids: np.ndarray, vocab: int, seed: int, steps: int, estimat
     model = GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_positions=CONTEXT, n_embd=WIDTH, n_layer=LAYERS,
                                        n_head=HEADS, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
                                        bos_token_id=None, eos_token_id=None))
-    decay = [p for p in model.parameters() if p.dim() >= 2]  # nanoGPT: every matrix, embeddings included
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    if not bias:  # a bias fixed at zero computes what no bias does
+        for name, p in model.named_parameters():
+            if name.endswith(".bias"):
+                p.data.zero_()
+                p.requires_grad_(False)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trained if p.dim() >= 2]  # nanoGPT: every matrix, embeddings included
+    no_decay = [p for p in trained if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": WEIGHT_DECAY},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=LR, betas=BETAS)
     generator = torch.Generator().manual_seed(seed)
@@ -70,7 +78,7 @@ def _train_and_score(ids: np.ndarray, vocab: int, seed: int, steps: int, estimat
         loss = F.cross_entropy(model(x).logits.view(-1, vocab), y.view(-1))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+        torch.nn.utils.clip_grad_norm_(trained, CLIP)
         optimizer.step()
     seconds = time.perf_counter() - start
 
@@ -105,7 +113,7 @@ def main(argv: list[str]) -> None:
     print(f"nanoGPT recipe in PyTorch ({LAYERS} layers, {WIDTH} wide, context {CONTEXT}, batch {BATCH}, "
           f"{flags.FLAGS.steps} steps), vocabulary {len(chars)}")
     for seed in map(int, flags.FLAGS.seeds):
-        r = _train_and_score(ids, len(chars), seed, flags.FLAGS.steps, flags.FLAGS.estimates)
+        r = _train_and_score(ids, len(chars), seed, flags.FLAGS.steps, flags.FLAGS.estimates, flags.FLAGS.bias)
         e = r["estimates"]
         print(f"seed {seed} | whole validation split {r['whole_split']:.4f} | nanoGPT's 20-batch estimate: "
               f"first {e[0]:.4f}, mean {statistics.mean(e):.4f}, sd {statistics.stdev(e):.4f}, "

@@ -21,6 +21,7 @@ def get_config():
     config.model.num_heads = 4
     config.model.width = 128
     config.model.dropout = 0.0
+    config.model.biases = "none"  # nanoGPT's train.py has bias=False, and the CPU command keeps it
 
     config.train.steps = 2000
     config.train.learning_rate = 1e-3

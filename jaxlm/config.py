@@ -54,6 +54,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.width = 192  # Model width D (embedding size).
     c.model.num_heads = 6  # Attention heads H. Must divide width.
     c.model.num_kv_heads = -1  # Key/value heads for grouped-query attention; -1 = num_heads (plain MHA).
+    c.model.biases = "family"  # "family" (gpt2, bert: yes; llama: no) or "none" (nanoGPT's bias=False).
     c.model.mlp_dim = -1  # FFN hidden width F; -1 = the family's rule (4*D, or 8/3*D rounded up for SwiGLU).
     c.model.max_len = -1  # Longest sequence the positions cover; -1 = data.seq_len.
     c.model.vocab_size = -1  # Embedding rows; -1 = the tokenizer's vocabulary. Must be >= the tokenizer's.
@@ -144,6 +145,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _choice(config, "model.dtype", ("float32", "bfloat16"))
     _choice(config, "model.remat", ("none", "full", "dots"))
     _choice(config, "model.attention", ("xla", "cudnn", "splash"))
+    _choice(config, "model.biases", ("family", "none"))
     _choice(config, "train.decay", ("cosine", "linear", "constant"))
     _positive(config, "data.seq_len", "data.batch_size", "model.num_layers", "model.width",
               "model.num_heads", "model.scan_unroll", "train.steps", "train.grad_accum_steps",

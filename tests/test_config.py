@@ -50,6 +50,7 @@ BAD_FIELDS = [
     ("model.num_layers", 0, "must be a positive integer"),
     ("model.dtype", "float16", "must be one of float32, bfloat16"),
     ("model.remat", "some", "must be one of none, full, dots"),
+    ("model.biases", "no", "must be one of family, none"),
     ("model.max_len", 16, "must be >= data.seq_len=128"),
     ("model.dropout", 1.5, "must be in [0, 1)"),
     ("data.source", "web", "must be one of builtin, text"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -41,6 +42,14 @@ def _check_shapes(cfg: ModelConfig, params: dict) -> None:
                               f"implies {tuple(leaf.shape)}")
 
 
+def _with_zero_biases(cfg: ModelConfig, params: dict) -> dict:
+    """`params` of a bias-free model, with zero biases added where the family's HF class has them."""
+    full = _shapes(dataclasses.replace(cfg, use_bias=True))
+    given = {jax.tree_util.keystr(path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(params)}
+    return jax.tree_util.tree_map_with_path(
+        lambda path, leaf: given.get(jax.tree_util.keystr(path), np.zeros(leaf.shape, np.float32)), full)
+
+
 def to_hf(cfg: ModelConfig, params: dict, out_dir: str, *, tokenizer_path: str | None = None,
           max_shard_bytes: int = safetensors_io.DEFAULT_MAX_SHARD_BYTES) -> list[str]:
     """Writes an HF model directory (config, weights, generation config, tokenizer); returns file names."""
@@ -54,6 +63,8 @@ def to_hf(cfg: ModelConfig, params: dict, out_dir: str, *, tokenizer_path: str |
         _write_json(os.path.join(out_dir, "generation_config.json"), generation)
         written.append("generation_config.json")
     params = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
+    if not cfg.use_bias and family != "llama":
+        params = _with_zero_biases(cfg, params)
     written += safetensors_io.write(mapping.params_to_hf(family, params, cfg.num_layers), out_dir,
                                     max_shard_bytes)
     if tokenizer_path:

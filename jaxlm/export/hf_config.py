@@ -23,6 +23,7 @@ def architecture(cfg: ModelConfig, family: str) -> str:
     """The HF class that holds every head of `cfg`."""
     return NEXT_SENTENCE_ARCHITECTURE if cfg.next_sentence_head else ARCHITECTURES[family]
 
+
 # Our activation names against HF's (GPT-2's "gelu_new" is the tanh approximation).
 _ACTIVATION_TO_HF = {"gelu_tanh": "gelu_new", "gelu": "gelu", "silu": "silu"}
 _ACTIVATION_FROM_HF = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu",
@@ -144,6 +145,8 @@ def family_of_config(cfg: ModelConfig) -> str:
         reference = ModelConfig.for_family(family, vocab_size=1, width=1, num_layers=1, num_heads=1,
                                            num_kv_heads=1, mlp_dim=1, max_len=1)
         if all(getattr(cfg, field) == getattr(reference, field) for field in _STRUCTURE_FIELDS):
+            if family == "llama" and cfg.use_bias:
+                raise ExportError("use_bias=True: jaxlm exports LLaMA without biases, as LlamaForCausalLM has them")
             if family == "bert" and not cfg.type_vocab_size:
                 raise ExportError("type_vocab_size=0: HF's BertForMaskedLM needs token-type embeddings")
             if family != "llama" and cfg.num_kv_heads != cfg.num_heads:
@@ -154,6 +157,6 @@ def family_of_config(cfg: ModelConfig) -> str:
                       "and bert, so no HF class can hold it")
 
 
-# What decides the HF class; sizes, epsilons and the activation are carried in config.json.
-_STRUCTURE_FIELDS = ("norm", "norm_position", "positions", "ffn", "causal", "tied_embeddings", "head",
-                     "use_bias")
+# What decides the HF class; sizes, epsilons and the activation are carried in config.json. Biases are
+# not: a bias-free gpt2 or bert is written with zero biases, which compute the same function.
+_STRUCTURE_FIELDS = ("norm", "norm_position", "positions", "ffn", "causal", "tied_embeddings", "head")

@@ -22,9 +22,9 @@ class Block(nnx.Module):
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
-        self.attention_norm = make_norm(cfg.norm, cfg.width, cfg.norm_eps, rngs)
+        self.attention_norm = make_norm(cfg.norm, cfg.width, cfg.norm_eps, rngs, cfg.use_bias)
         self.attention = Attention(cfg, rngs=rngs)
-        self.ffn_norm = make_norm(cfg.norm, cfg.width, cfg.norm_eps, rngs)
+        self.ffn_norm = make_norm(cfg.norm, cfg.width, cfg.norm_eps, rngs, cfg.use_bias)
         self.ffn = make_ffn(cfg, rngs)
 
     def _sublayers(self, x_BxLxD: jax.Array, attend: Callable[[jax.Array], tuple[jax.Array, Any]],

@@ -38,7 +38,7 @@ class ModelConfig:
     causal: bool = True
     tied_embeddings: bool = True  # the output projection is the token embedding transposed
     head: str = "lm"  # "lm" | "mlm" (BERT's dense + act + norm + tied decoder with bias)
-    use_bias: bool = True
+    use_bias: bool = True  # biases in the blocks' dense layers and LayerNorms (heads keep theirs)
     type_vocab_size: int = 0  # BERT's token-type (segment A/B) embeddings; 0 = none
     next_sentence_head: bool = False  # BERT's pooler (first token, dense, tanh) and 2-way IsNext/NotNext head
     norm_eps: float = 1e-5
@@ -97,6 +97,8 @@ def model_config_from(config: ml_collections.ConfigDict, vocab_size: int) -> Mod
         scan_unroll=m.scan_unroll,
         next_sentence_head=bool(config.data.get("next_sentence", False)),
     )
+    if m.get("biases", "family") == "none":  # nanoGPT's bias=False
+        model_cfg = dataclasses.replace(model_cfg, use_bias=False)
     if model_cfg.mlp_dim == -1:
         model_cfg = dataclasses.replace(model_cfg, mlp_dim=default_mlp_dim(model_cfg.ffn, m.width))
     return model_cfg

@@ -73,11 +73,11 @@ class RMSNorm(nnx.Module):
         return (y * self.scale[...]).astype(x.dtype)
 
 
-def make_norm(kind: str, width: int, eps: float, rngs: nnx.Rngs) -> LayerNorm | RMSNorm:
-    """The family's normalisation layer."""
+def make_norm(kind: str, width: int, eps: float, rngs: nnx.Rngs, use_bias: bool = True) -> LayerNorm | RMSNorm:
+    """The family's normalisation layer (`use_bias`: LayerNorm's shift; RMSNorm has none)."""
     if kind == "rmsnorm":
         return RMSNorm(width, eps=eps, rngs=rngs)
-    return LayerNorm(width, eps=eps, rngs=rngs)
+    return LayerNorm(width, eps=eps, use_bias=use_bias, rngs=rngs)
 
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {

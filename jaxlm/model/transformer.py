@@ -85,10 +85,10 @@ class Transformer(nnx.Module):
         self.type_embed = (Embed(cfg.type_vocab_size, cfg.width, axis="types", **embed)
                            if cfg.type_vocab_size else None)
         # Post-LN (BERT) normalises the embeddings; pre-LN families normalise after the last block.
-        self.embed_norm = (make_norm(cfg.norm, cfg.width, cfg.norm_eps, rngs)
+        self.embed_norm = (make_norm(cfg.norm, cfg.width, cfg.norm_eps, rngs, cfg.use_bias)
                            if cfg.norm_position == "post" else None)
         self.blocks = _stacked_blocks(cfg, rngs)
-        self.final_norm = (make_norm(cfg.norm, cfg.width, cfg.norm_eps, rngs)
+        self.final_norm = (make_norm(cfg.norm, cfg.width, cfg.norm_eps, rngs, cfg.use_bias)
                            if cfg.norm_position == "pre" else None)
         self.lm_head = (Dense((cfg.width,), (cfg.vocab_size,), in_axes=("embed",), out_axes=("vocab",),
                               use_bias=False, std=cfg.init_std, dtype=cfg.dtype, rngs=rngs)

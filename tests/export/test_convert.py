@@ -108,6 +108,24 @@ def test_jaxlm_model_exports_with_its_logits_and_imports_back(family, tmp_path):
     jax.tree.map(np.testing.assert_array_equal, params_back, params)
 
 
+@pytest.mark.parametrize("family", ["gpt2", "bert"])
+def test_a_bias_free_model_exports_with_zero_biases(family, tmp_path):
+    # nanoGPT's bias=False (model.biases="none"): no bias in the blocks' dense layers or LayerNorms.
+    cfg = ModelConfig.for_family(family, vocab_size=V, width=32, num_layers=2, num_heads=4, num_kv_heads=4,
+                                 mlp_dim=48, max_len=16, use_bias=False, init_std=0.3)
+    params = nnx.to_pure_dict(nnx.state(Transformer(cfg, rngs=nnx.Rngs(2))))
+    biases = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)
+              if "bias" in jax.tree_util.keystr(p)]
+    assert all("mlm_head" in name for name in biases), biases  # only BERT's head keeps its biases
+    to_hf(cfg, params, str(tmp_path))
+    hf = _load_hf(str(tmp_path), {"gpt2": "GPT2LMHeadModel", "bert": "BertForMaskedLM"}[family])
+    _assert_close_where_real(_our_outputs(cfg, params), _hf_outputs(hf))
+    # Imported back it is the same function, with explicit zero biases.
+    cfg_back, params_back = from_hf(str(tmp_path))
+    assert cfg_back.use_bias
+    _assert_close_where_real(_our_outputs(cfg_back, params_back), _hf_outputs(hf))
+
+
 def _exported_llama(tmp_path) -> str:
     _hf_model("llama").save_pretrained(tmp_path)
     return str(tmp_path)
