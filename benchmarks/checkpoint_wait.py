@@ -64,7 +64,7 @@ def main(_) -> None:
     print(f"on disk per checkpoint: {size / 2**30:.2f} GiB")
 
     if flags.FLAGS.time_step:
-        batch = {k: jax.device_put(np.zeros(s.shape, s.dtype), trainer.batch_sharding)
+        batch = {k: jax.device_put(np.zeros(s.shape, s.dtype), trainer.batch_shardings[k])
                  for k, s in trainer.abstract_batch(1, config.data.seq_len).items()}
         batch["segment_ids"] = batch["segment_ids"] + 1
         step_fn = trainer.train_step.lower(state, batch).compile()

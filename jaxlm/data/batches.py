@@ -81,7 +81,8 @@ class TrainBatches:
             return self._epochs[epoch]
 
     def host_batch(self, step: int, process_index: int, process_count: int) -> dict[str, np.ndarray]:
-        """This host's rows of the global batch of `step`: dict of [batch_size / process_count, seq_len]."""
+        """This host's rows of the global batch of `step`: dict of [batch_size / process_count, seq_len] arrays
+        (and [batch_size / process_count] labels for sentence pairs)."""
         rows = host_slice(self.batch_size, process_index, process_count)
         rows_B = step * self.batch_size + np.arange(rows.start, rows.stop)
         epochs_B, index_B = np.divmod(rows_B, self.num_rows)
@@ -108,7 +109,7 @@ class TrainBatches:
         return row_fields(tokens_RxW, doc_ids_RxW, objective=self._objective)
 
     def batch(self, step: int) -> dict[str, np.ndarray]:
-        """The global batch of `step`: dict of [batch_size, seq_len] arrays, the same for the same (seed, step)."""
+        """The global batch of `step` (as host_batch, all rows), the same for the same (seed, step)."""
         return self.host_batch(step, 0, 1)
 
     def iterate(self, start_step: int = 0, process_index: int = 0, process_count: int = 1,

@@ -25,8 +25,9 @@ from jaxlm.data.sentence_pairs import SentencePairs
 from jaxlm.data.token_store import TokenizedCorpus, tokenize
 from jaxlm.data.tokenizer import Tokenizer, build_tokenizer
 
-# Validation masks with this step, which masking maps to a stream no training step reaches.
-_VAL_MASK_STEP = -1
+# Validation masks with this step, which masking maps to a stream no training step reaches, and draws
+# its sentence pairs as this epoch, one no training epoch reaches.
+_VAL_MASK_STEP = _VAL_EPOCH = -1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +55,10 @@ def packing_report(stream: FramedStream, seq_len: int, objective: str) -> dict:
             "documents": stream.num_documents, "long_documents": int((stream.framed_lengths > seq_len).sum())}
 
 
-def _split(corpus: TokenizedCorpus, num_train: int) -> tuple[tuple, tuple, bool]:
+Part = tuple[np.ndarray, np.ndarray]  # a split's content tokens [T] and document lengths [D]
+
+
+def _split(corpus: TokenizedCorpus, num_train: int) -> tuple[Part, Part, bool]:
     """((train tokens, lengths), (validation tokens, lengths), whether a document was cut in two):
     the first `num_train` content tokens train, the rest validate."""
     lengths = corpus.lengths
@@ -76,7 +80,7 @@ def _val_batches(stream: FramedStream, *, config: ml_collections.ConfigDict, obj
     if config.eval.max_batches:
         rows = min(rows, config.eval.max_batches * batch_size)
     if pairs:
-        fields = pairs.rows(np.arange(rows), seed=config.seed, epoch=_VAL_MASK_STEP)
+        fields = pairs.rows(np.arange(rows), seed=config.seed, epoch=_VAL_EPOCH)
     else:
         fields = row_fields(*stream.rows(np.arange(rows), seq_len=seq_len, objective=objective, pad_id=pad_id),
                             objective=objective)
@@ -156,6 +160,8 @@ def build_data(config: ml_collections.ConfigDict, workdir: str | None = None) ->
     rows_text = (f"sentence-pair rows of {seq_len} ([CLS] A [SEP] B [SEP], half of B from another document), "
                  f"{packing['efficiency']:.1%} of train slots hold tokens, documents cut into "
                  f"{packing['rows']:,} chunks of at most {seq_len - 3} tokens"
+                 + (f", {packing['left_out_documents']:,} one-token document(s) left out (no pair to make)"
+                    if packing["left_out_documents"] else "")
                  if train_pairs else
                  f"{objective} rows of {seq_len}, packing {packing['efficiency']:.1%} of train slots hold tokens, "
                  f"{packing['long_documents']:,} document(s) longer than a row continue in the next")

@@ -118,6 +118,7 @@ def rules_for(family: str, tree: dict) -> tuple[Rule, ...]:
     """The family's rules, with the next-sentence head's when `tree` (params or shapes) has one."""
     return RULES[family] + (NEXT_SENTENCE_RULES if "next_sentence_head" in tree else ())
 
+
 # The prefix a family's bare encoder/decoder (GPT2Model, LlamaModel, BertModel) leaves off its names.
 BASE_PREFIX = {"gpt2": "transformer.", "llama": "model.", "bert": "bert."}
 
@@ -217,8 +218,10 @@ def params_from_hf(family: str, tensors: dict[str, np.ndarray], shapes: dict, nu
                 stack.append(piece)
         for path, stack in zip(rule.ours, per_layer):
             _set(params, path, np.stack(stack) if "{i}" in rule.hf else stack[0])
+    # A BertForMaskedLM file may carry the next-sentence head (Google's BERT checkpoints do); like
+    # transformers' BertForMaskedLM, a model without that head leaves it behind.
     unknown = [name for name in tensors if not name.endswith(IGNORED_SUFFIXES[family])
-               and not name.removeprefix(base).startswith("pooler.")]
+               and not name.removeprefix(base).startswith(("pooler.", "cls.seq_relationship."))]
     if unknown:
         raise ExportError(f"parameter {unknown[0]} (and {len(unknown) - 1} more) has no place in jaxlm's "
                           f"{family} model; the checkpoint has parts jaxlm cannot represent")

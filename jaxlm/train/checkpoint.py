@@ -157,6 +157,17 @@ class Checkpointer:
                         opt_state=restored["opt_state"] if abstract_opt_state is not None else None,
                         meta=restored.meta)
 
+    def newest_meta(self) -> tuple[int, dict] | None:
+        """(step, meta) of the newest committed checkpoint, read alone (no arrays); None if none reads."""
+        for step in sorted(self._manager.all_steps(), reverse=True):
+            if (epath.Path(self.directory) / str(step) / _COMMIT_MARKER).exists():
+                try:
+                    meta_only = ocp.args.Composite(meta=ocp.args.JsonRestore())
+                    return step, self._manager.restore(step, args=meta_only).meta
+                except Exception:  # restore_newest reports an unreadable step and falls back
+                    return None
+        return None
+
     def saved_params_shapes(self, step: int) -> dict:
         """The saved params as a tree of ShapeDtypeStructs (no sharding), read from the metadata."""
         tree = self._manager.item_metadata(step).params.tree

@@ -37,7 +37,9 @@ from jaxlm.train.writers import MetricWriter
 
 # Config fields a resumed run must share with its checkpoint: they decide the parameters' shapes.
 _MODEL_FIELDS = ("family", "num_layers", "width", "num_heads", "num_kv_heads", "mlp_dim", "max_len",
-                 "vocab_size")
+                 "vocab_size", "biases")
+# Other config fields that change the parameters a checkpoint holds.
+_PARAMETER_FIELDS = (*(f"model.{field}" for field in _MODEL_FIELDS), "data.next_sentence")
 
 
 class TrainingError(RuntimeError):
@@ -125,15 +127,23 @@ def _tokenizer_path(config: ml_collections.ConfigDict, workdir: str) -> str | No
     return None
 
 
+def _check_same_model(meta: dict, config: ml_collections.ConfigDict, step: int) -> None:
+    """Raises CheckpointError when the checkpoint holds the parameters of a different model."""
+    saved = json.loads(meta["config"])
+    defaults = config_lib.base_config()  # for checkpoints older than a field
+    for field in _PARAMETER_FIELDS:
+        section, name = field.split(".")
+        was = saved.get(section, {}).get(name, defaults[section][name])
+        if was != config[section][name]:
+            raise CheckpointError(
+                f"the checkpoint at step {step} was trained with {field}={was!r}, but this run asks for "
+                f"{config[section][name]!r}, a model with other parameters; run with {field}={was!r} to "
+                "resume, or use a new --workdir")
+
+
 def _check_resumable(meta: dict, config: ml_collections.ConfigDict, data: Data, step: int) -> None:
     """Raises CheckpointError (DataError) when the checkpoint was made by a different model (data)."""
-    saved = ml_collections.ConfigDict(json.loads(meta["config"]))
-    for field in _MODEL_FIELDS:
-        if saved.model[field] != config.model[field]:
-            raise CheckpointError(
-                f"the checkpoint at step {step} was trained with model.{field}={saved.model[field]!r}, "
-                f"but this run asks for {config.model[field]!r}; use a new --workdir, or set "
-                f"checkpoint.restore_from to start from its weights")
+    _check_same_model(meta, config, step)
     data.train.restore(meta["data_state"])
 
 
@@ -170,6 +180,9 @@ def _run(config: ml_collections.ConfigDict, workdir: str, stop: StopSignals, rec
     tokenizer = tokenizer_record(tokenizer_file) if tokenizer_file else None
     checkpointer = Checkpointer(config.checkpoint.directory or os.path.join(workdir, "checkpoints"),
                                 config.checkpoint)
+    newest = checkpointer.newest_meta()
+    if newest is not None:  # a clear message before Orbax finds the trees differ
+        _check_same_model(newest[1], config, newest[0])
     restored = checkpointer.restore_newest(
         with_shardings(abstract_params, trainer.params_sharding),
         with_shardings(trainer.abstract_state.opt_state, trainer.state_sharding.opt_state), report=_say)

@@ -51,7 +51,9 @@ def batch_sharding(mesh: jax.sharding.Mesh, rules: Rules) -> NamedSharding:
 
 def rows_sharding(sharding: NamedSharding, ndim: int) -> NamedSharding:
     """`sharding` of a [B, L] batch array, for a batch field of rank `ndim` ([B] labels: rows only)."""
-    return sharding if ndim == len(sharding.spec) else NamedSharding(sharding.mesh, PartitionSpec(*sharding.spec[:ndim]))
+    if ndim == len(sharding.spec):
+        return sharding
+    return NamedSharding(sharding.mesh, PartitionSpec(*sharding.spec[:ndim]))
 
 
 def logits_spec(mesh: jax.sharding.Mesh, rules: Rules, vocab_size: int) -> PartitionSpec:

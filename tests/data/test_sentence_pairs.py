@@ -34,7 +34,8 @@ def _split_row(fields, r):
 
 def test_rows_are_cls_a_sep_b_sep_with_labels_that_tell_the_truth():
     pairs = _pairs()
-    assert pairs.num_rows == 3 + 1 + 1 + 4 + 1  # ceil(n / 13) chunks per document
+    # Near-equal chunks of at most 13: 30 -> 3, 7 -> 1, the one-token document left out, 45 -> 4, 12 -> 1.
+    assert pairs.num_rows == 3 + 1 + 4 + 1 and pairs.left_out == 1
     labels = []
     for epoch in range(6):
         fields = pairs.rows(np.arange(pairs.num_rows), seed=0, epoch=epoch)
@@ -54,17 +55,31 @@ def test_rows_are_cls_a_sep_b_sep_with_labels_that_tell_the_truth():
                 assert fields["next_sentence"][r] == NOT_NEXT
                 assert not same_doc and (b // 1000 == b[0] // 1000).all() and (np.diff(b) == 1).all()
             labels.append(int(fields["next_sentence"][r]))
-    # The one-token document is always NotNext; the rest is a fair coin.
-    assert 0.35 < np.mean(labels) < 0.65
+    assert 0.35 < np.mean(labels) < 0.65  # a fair coin
 
 
-def test_not_next_b_has_the_length_the_rest_of_the_chunk_would_have():
-    pairs = _pairs(lengths=(40, 40, 40), seq_len=23)  # chunks of 20: lengths never give the label away
-    for epoch in range(10):
-        fields = pairs.rows(np.arange(pairs.num_rows), seed=1, epoch=epoch)
+def _boundary_features(lengths, seq_len, epochs=40):
+    """Per label, how often B starts at a document's start, ends at its end, and fills the chunk's rest."""
+    content, lengths = _documents(lengths)
+    pairs = SentencePairs(content, lengths, seq_len=seq_len, cls_id=CLS, sep_id=SEP, pad_id=PAD)
+    ends = {d: 1000 * (d + 1) + n - 1 for d, n in enumerate(lengths)}
+    features = {IS_NEXT: [], NOT_NEXT: []}
+    for epoch in range(epochs):
+        fields = pairs.rows(np.arange(pairs.num_rows), seed=3, epoch=epoch)
         for r in range(pairs.num_rows):
             a, b = _split_row(fields, r)
-            assert len(a) + len(b) == 20
+            features[int(fields["next_sentence"][r])].append(
+                (b[0] % 1000 == 0, b[-1] == ends[b[-1] // 1000 - 1], len(a) + len(b) == pairs._length_C[r]))
+    return {label: np.mean(rows, axis=0) for label, rows in features.items()}
+
+
+def test_only_the_text_tells_the_labels_apart():
+    # Documents of many lengths, short ones among them: B's boundaries and length must not give the label
+    # away (a B that ends where a document ends, or is shorter, must be as likely under both labels).
+    lengths = np.random.default_rng(0).integers(2, 90, 60)
+    features = _boundary_features(lengths, seq_len=40)
+    np.testing.assert_allclose(features[NOT_NEXT], features[IS_NEXT], atol=0.03)
+    assert features[IS_NEXT][0] == 0 and features[IS_NEXT][2] == 1  # never at a start; always the chunk's rest
 
 
 def test_pairs_are_a_pure_function_of_seed_epoch_and_row():
@@ -79,16 +94,16 @@ def test_pairs_are_a_pure_function_of_seed_epoch_and_row():
 
 def test_every_content_token_opens_some_row_each_epoch():
     # Every chunk is a row, and a row's A starts at its chunk's start: no text is skipped.
-    content, lengths = _documents((30, 7, 1, 45, 12))
-    pairs = SentencePairs(content, lengths, seq_len=16, cls_id=CLS, sep_id=SEP, pad_id=PAD)
+    pairs = _pairs()
     fields = pairs.rows(np.arange(pairs.num_rows), seed=0, epoch=0)
     firsts = sorted(int(_split_row(fields, r)[0][0]) for r in range(pairs.num_rows))
-    chunk_starts = sorted(1000 * (d + 1) + s for d, n in enumerate(lengths) for s in range(0, n, 13))
+    chunk_starts = sorted([1000, 1010, 1020, 2000, 4000, 4011, 4022, 4033, 5000])  # near-equal chunks of <= 13
     assert firsts == chunk_starts
+    assert pairs.num_tokens == 30 + 7 + 45 + 12  # every token of the pairable documents
 
 
 @pytest.mark.parametrize("lengths, seq_len, match", [
-    ((50,), 16, "1 document"),
+    ((50, 1), 16, "1 document"),
     ((5, 5), 4, "at least 5 tokens a row"),
 ])
 def test_bad_pair_input_is_refused(lengths, seq_len, match):
@@ -123,9 +138,7 @@ def data():
 def test_pipeline_serves_masked_sentence_pairs(data):
     batch = data.train.batch(0)
     assert set(batch) == set(FIELDS) and batch["next_sentence"].shape == (8,)
-    cls = data.tokenizer.bos_id
-    assert (batch["inputs"][:, 0] == cls).all() or (batch["targets"][:, 0] == cls).all()
-    assert (batch["targets"][:, 0] == cls).all()
+    assert (batch["targets"][:, 0] == data.tokenizer.bos_id).all()
     # Masking chose some tokens, never [CLS], [SEP] or padding.
     chosen = batch["weights"] > 0
     assert chosen.any()
@@ -135,7 +148,7 @@ def test_pipeline_serves_masked_sentence_pairs(data):
 
 def test_pair_batches_split_per_host_and_resume(data):
     train = data.train
-    for step in (0, 3, train.num_rows // 8 + 1):
+    for step in (0, 3, train.num_rows // 8, train.num_rows // 8 + 1):  # the third straddles two epochs
         full = train.batch(step)
         parts = [train.host_batch(step, i, 4) for i in range(4)]
         for key in FIELDS:

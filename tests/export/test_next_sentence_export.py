@@ -81,3 +81,17 @@ def test_export_with_the_next_sentence_head_loads_as_bert_for_pretraining(tmp_pa
                         token_type_ids=torch.tensor(TYPES_BxL)).logits.numpy()
     real = MASK_BxL.astype(bool)
     np.testing.assert_allclose(ours[0][real], logits[real], atol=1e-4, rtol=1e-4)
+
+
+def test_a_masked_lm_file_carrying_the_next_sentence_head_imports_without_it(tmp_path):
+    # Google's BERT checkpoints declare BertForMaskedLM but ship the pooler and next-sentence classifier.
+    torch.manual_seed(0)
+    model = transformers.BertForPreTraining(transformers.BertConfig(vocab_size=V, **SIZES)).eval()
+    model.save_pretrained(tmp_path)
+    with open(tmp_path / "config.json") as f:
+        config = json.load(f)
+    config["architectures"] = ["BertForMaskedLM"]
+    with open(tmp_path / "config.json", "w") as f:
+        json.dump(config, f)
+    cfg, params = from_hf(str(tmp_path))
+    assert not cfg.next_sentence_head and "next_sentence_head" not in params

@@ -155,3 +155,26 @@ def test_a_run_learns_next_sentence_prediction(tmp_path):
     assert evals and steps
     # Chance is 0.5 (64 rows: one standard deviation is 0.06); the runs seen reach 0.97.
     assert evals[-1]["val_next_sentence_accuracy"] > 0.75, evals[-1]
+
+
+def test_resuming_with_another_model_is_refused_by_name():
+    # The loop checks the newest checkpoint's config before Orbax meets trees that differ.
+    from jaxlm.train.checkpoint import CheckpointError
+    from jaxlm.train.loop import _check_same_model
+
+    saved = json.loads(_config().to_json_best_effort())
+    config = _config()
+    _check_same_model({"config": json.dumps(saved)}, config, 60)
+    config.data.next_sentence = False
+    with pytest.raises(CheckpointError, match=r"step 60 was trained with data.next_sentence=True, but this run "
+                                              r"asks for False, a model with other parameters"):
+        _check_same_model({"config": json.dumps(saved)}, config, 60)
+    # A checkpoint older than a field counts as its default.
+    del saved["model"]["biases"], saved["data"]["next_sentence"]
+    older = base_config()
+    older.model.update(family="bert", num_layers=2, width=32, num_heads=4, mlp_dim=64)
+    older.data.update(seq_len=L, batch_size=B)
+    _check_same_model({"config": json.dumps(saved)}, older, 60)
+    older.model.biases = "none"
+    with pytest.raises(CheckpointError, match="model.biases='family'"):
+        _check_same_model({"config": json.dumps(saved)}, older, 60)
