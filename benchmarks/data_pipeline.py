@@ -87,8 +87,9 @@ def measure(name: str, path: str, document: str, args: argparse.Namespace, workd
         # Sentence pairs need documents to pair across: a one-file corpus is read by paragraphs.
         pairs_document = "paragraph" if document == "file" else document
         config.data.update(source="text", path=path, document=pairs_document if objective == "pairs" else document,
-                           seq_len=seq_len, batch_size=args.batch_size, val_fraction=0.005,
-                           next_sentence=objective == "pairs")
+                           seq_len=seq_len, batch_size=args.batch_size,
+                           # Pairs need 2+ documents in a validation split; serving speed needs none.
+                           val_fraction=0.0 if objective == "pairs" else 0.005, next_sentence=objective == "pairs")
         config.data.tokenizer.path = tokenizer_path
         config.eval.max_batches = 1
         start = time.perf_counter()
