@@ -7,6 +7,7 @@ to mesh axes; no module here ever names a mesh axis.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import jax
@@ -34,9 +35,11 @@ class Dense(nnx.Module):
         self.bias = (param(rngs, nnx.initializers.zeros, out_shape, out_axes) if use_bias else None)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        contract = (tuple(range(x.ndim - self.in_rank, x.ndim)), tuple(range(self.in_rank)))
-        y = jax.lax.dot_general(x.astype(self.dtype), self.kernel[...].astype(self.dtype),
-                                (contract, ((), ())))
+        kernel = self.kernel[...].astype(self.dtype)
+        lead, inner = x.shape[:x.ndim - self.in_rank], x.shape[x.ndim - self.in_rank:]
+        out_shape = kernel.shape[self.in_rank:]
+        y = (x.astype(self.dtype).reshape(-1, math.prod(inner))
+             @ kernel.reshape(math.prod(inner), -1)).reshape(*lead, *out_shape)
         if self.bias is not None:
             y = y + self.bias[...].astype(self.dtype)
         return y
