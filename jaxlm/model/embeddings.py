@@ -24,7 +24,10 @@ class Embed(nnx.Module):
 
     def attend(self, x_BxLxD: jax.Array) -> jax.Array:
         """x @ E^T: [B, L, D] -> [B, L, num]."""
-        return jnp.einsum("BLD,VD->BLV", x_BxLxD, self.embedding[...].astype(self.dtype))
+        *lead, D = x_BxLxD.shape
+        # Rows flattened, as in layers.Dense: a 2-D product XLA need not transpose.
+        logits_NxV = x_BxLxD.reshape(-1, D) @ self.embedding[...].astype(self.dtype).T
+        return logits_NxV.reshape(*lead, -1)
 
 
 def rope_tables(positions_BxL: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:

@@ -35,6 +35,8 @@ class Dense(nnx.Module):
         self.bias = (param(rngs, nnx.initializers.zeros, out_shape, out_axes) if use_bias else None)
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        # One 2-D product over flattened rows: contracting several axes at once is not canonical
+        # for XLA, whose rewrite transposes the activations (costly on the CPU, benchmarks/NOTES.md).
         kernel = self.kernel[...].astype(self.dtype)
         lead, inner = x.shape[:x.ndim - self.in_rank], x.shape[x.ndim - self.in_rank:]
         out_shape = kernel.shape[self.in_rank:]
