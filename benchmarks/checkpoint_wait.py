@@ -67,7 +67,7 @@ def main(_) -> None:
         batch = {k: jax.device_put(np.zeros(s.shape, s.dtype), trainer.batch_shardings[k])
                  for k, s in trainer.abstract_batch(1, config.data.seq_len).items()}
         batch["segment_ids"] = batch["segment_ids"] + 1
-        step_fn = trainer.train_step.lower(state, batch).compile()
+        step_fn = trainer.compile_train_step(state, batch)
         state, metrics = step_fn(state, batch)
         jax.block_until_ready(metrics)
         start = time.perf_counter()

@@ -229,7 +229,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, stop: StopSignals, rec
 
     start = time.perf_counter()
     first = device_batch(data.train.host_batch(start_step, process, processes))
-    train_step = trainer.train_step.lower(state, first).compile()
+    train_step = trainer.compile_train_step(state, first)
     eval_step = trainer.eval_step
     _say(f"compiled train step in {time.perf_counter() - start:.1f} s")
     val_batches = [device_batch(host_rows(b, process, processes)) for b in data.val_batches]

@@ -21,6 +21,7 @@ from jaxlm.model import ModelConfig, Transformer
 from jaxlm.parallel import Rules, make_rules
 from jaxlm.parallel.vocab_parallel import vocab_parallel_cross_entropy
 from jaxlm.train import partition
+from jaxlm.train.host_memory import release_free_heap
 from jaxlm.train.loss import weighted_cross_entropy
 from jaxlm.train.optimizer import make_optimizer
 from jaxlm.train.step import TrainState, init_state, make_eval_step, make_train_step
@@ -61,7 +62,15 @@ class Trainer:
             params = nnx.to_pure_dict(nnx.split(Transformer(model_cfg, rngs=nnx.Rngs(seed)))[1])
             return init_state(params, optimizer)
 
-        return jax.jit(init, out_shardings=self.state_sharding)()
+        state = jax.block_until_ready(jax.jit(init, out_shardings=self.state_sharding)())
+        release_free_heap()  # the initialiser's compile is done with; the step's reuses nothing of it
+        return state
+
+    def compile_train_step(self, state: TrainState, batch: dict[str, jax.Array]) -> Callable:
+        """The train step compiled ahead of time for `state` and `batch`'s shapes and shardings."""
+        compiled = self.train_step.lower(state, batch).compile()
+        release_free_heap()
+        return compiled
 
     def state_from_params(self, params: dict) -> TrainState:
         """A step-0 state around given parameters (fresh optimizer)."""
