@@ -33,11 +33,17 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)  # Orbax reports every save step at INFO
-    from jaxlm.parallel.distributed import initialize
+    from jaxlm.config import ConfigError, validate
+    from jaxlm.parallel.distributed import initialize, split_cpu
+    try:
+        validate(flags.FLAGS.config)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    split_cpu(flags.FLAGS.config.mesh.cpu_devices)
     initialize(flags.FLAGS.distributed, flags.FLAGS.coordinator_address, flags.FLAGS.num_processes,
                flags.FLAGS.process_id)
 
-    from jaxlm.config import ConfigError
     from jaxlm.data import DataError
     from jaxlm.train import CheckpointError, Preempted, TrainingError, WorkdirBusyError, run
 

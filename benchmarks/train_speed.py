@@ -6,7 +6,8 @@
         --config.data.seq_len=256 --config.data.batch_size=64
 
 jaxlm's side is the very step the loop runs (`make_trainer`'s jitted, donating train step) on synthetic
-batches of the recipe's shape, on one device. `--vs=torch` trains the same GPT-2 shape with
+batches of the recipe's shape, on this host's devices (`--config.mesh.cpu_devices=2` splits a 2-core CPU
+into two, as run_pretrain.py does). `--vs=torch` trains the same GPT-2 shape with
 `transformers`' GPT2LMHeadModel and torch.optim.AdamW (same hyper-parameters, clipping, decay mask).
 Each side runs in its own fresh process per round, the two alternating, so that load from other jobs
 on the machine hits both alike and each process's peak RSS is its own; figures are medians over rounds.
@@ -88,6 +89,9 @@ def _timed(fn) -> float:
 
 def run_jaxlm(config) -> dict:
     """One jaxlm measurement: compile, warm up, time the loop's train step."""
+    from jaxlm.parallel.distributed import split_cpu
+
+    split_cpu(config.mesh.cpu_devices)  # as run_pretrain.py does, before jax touches a device
     import jax
     import jax.numpy as jnp
 
@@ -96,10 +100,11 @@ def run_jaxlm(config) -> dict:
     from jaxlm.train import mfu
     from jaxlm.train.trainer import make_trainer
 
-    device = jax.devices()[0]
+    devices = jax.local_devices()
+    device = devices[0]
     vocab = _vocab(config)
     model_cfg = model_config_from(config, vocab)
-    trainer = make_trainer(config, model_cfg, make_mesh(config.mesh, [device]))
+    trainer = make_trainer(config, model_cfg, make_mesh(config.mesh, devices))
     tokens_BxL1 = _synthetic_tokens(config, vocab)
     B, L = config.data.batch_size, config.data.seq_len
     batch = {"inputs": tokens_BxL1[:, :-1], "targets": tokens_BxL1[:, 1:],
@@ -110,11 +115,11 @@ def run_jaxlm(config) -> dict:
     state = trainer.init_state(config.seed)
 
     start = time.perf_counter()
-    compiled = trainer.train_step.lower(state, batch).compile()
+    compiled = trainer.compile_train_step(state, batch)
     compile_s = time.perf_counter() - start
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    xla_flops = float(cost.get("flops", 0.0)) if cost else 0.0
+    xla_flops = float(cost.get("flops", 0.0)) * len(devices) if cost else 0.0  # cost is per device
 
     def step():
         nonlocal state
@@ -123,13 +128,15 @@ def run_jaxlm(config) -> dict:
 
     times = _time_steps(step, lambda loss: loss.block_until_ready())
     flops_per_step = mfu.flops_per_token(model_cfg, trainer.abstract_params, L) * B * L
-    peak = mfu.peak_flops(device) or (_cpu_matmul_peak() if device.platform == "cpu" else None)
+    # A table peak is per chip; the CPU's measured peak is the whole host's, however it is split.
+    peak = ((mfu.peak_flops(device) or 0) * len(devices)
+            or (_cpu_matmul_peak() if device.platform == "cpu" else None))
     memory = device.memory_stats() if device.platform != "cpu" else None
     return {"step_s": statistics.median(times), "compile_s": compile_s,
             "peak_memory": (memory or {}).get("peak_bytes_in_use", _peak_rss_bytes()),
             "memory_kind": "device peak" if memory else "host peak RSS",
             "flops_per_step": flops_per_step, "xla_flops_per_step": xla_flops, "peak_flops": peak,
-            "device": f"{device.platform} ({device.device_kind})",
+            "device": f"{len(devices)} x {device.platform} ({device.device_kind})",
             "final_loss": float(jnp.asarray(step()))}
 
 
@@ -230,7 +237,7 @@ def main(argv: list[str]) -> None:
     print(f"jaxlm device: {ours['device']}" + (f"; peer: {results[peer][0]['device']}" if peer else ""))
     print(f"model FLOPs per step: analytic {flops:.4g}, XLA cost analysis {ours['xla_flops_per_step']:.4g} "
           f"(ratio {ours['xla_flops_per_step'] / flops:.2f}); peak {peak:.4g} FLOP/s"
-          + (" (measured f32 matmul)" if ours["device"].startswith("cpu") else ""))
+          + (" (measured f32 matmul)" if "cpu" in ours["device"] else ""))
     header = "| figure | jaxlm |" + (f" {peer} | jaxlm/{peer} |" if peer else "")
     print(header)
     print("| --- " * (header.count("|") - 1) + "|")

@@ -22,6 +22,9 @@ def get_config():
     config.model.width = 128
     config.model.dropout = 0.0
     config.model.biases = "none"  # nanoGPT's train.py has bias=False, and the CPU command keeps it
+    config.model.scan_unroll = 4  # all four blocks unrolled: ~2x faster on the CPU, compile time is no issue at 4
+
+    config.mesh.cpu_devices = 2  # one device per core of a 2-core CPU: data parallel beats one device's threads
 
     config.train.steps = 2000
     config.train.learning_rate = 1e-3

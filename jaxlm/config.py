@@ -98,6 +98,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.mesh.data = 0  # Devices that split the batch and replicate parameters; 0 = preset's, -1 = the rest.
     c.mesh.fsdp = 0  # Devices that split the batch and shard parameters and optimizer state (FSDP).
     c.mesh.tensor = 0  # Devices that split heads, FFN width and vocabulary (Megatron tensor parallelism).
+    c.mesh.cpu_devices = 0  # CPU runs: split the host into this many JAX devices for the mesh (0 = JAX's default: 1).
     c.mesh.rules = ""  # Overrides of the logical->mesh axis rules, e.g. "vocab=,embed=fsdp+data".
 
     c.checkpoint = ml_collections.ConfigDict()
@@ -217,6 +218,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.checkpoint.every < 0:
         _fail("checkpoint.every", config.checkpoint.every, "must be >= 0 (0 = only at the end)")
     _positive(config, "checkpoint.keep")
+    if not isinstance(config.mesh.cpu_devices, int) or config.mesh.cpu_devices < 0:
+        _fail("mesh.cpu_devices", config.mesh.cpu_devices, "must be an integer >= 0 (0 = JAX's default)")
     if config.checkpoint.keep_every < 0:
         _fail("checkpoint.keep_every", config.checkpoint.keep_every, "must be >= 0 (0 = none)")
 

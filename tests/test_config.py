@@ -68,6 +68,7 @@ BAD_FIELDS = [
     ("checkpoint.every", -1, "must be >= 0"),
     ("checkpoint.keep", 0, "must be a positive integer"),
     ("checkpoint.keep_every", -5, "must be >= 0"),
+    ("mesh.cpu_devices", -2, "must be an integer >= 0"),
 ]
 
 

@@ -37,10 +37,12 @@ def test_causal_run_trains_evaluates_and_samples(tmp_path):
 
 
 def test_masked_lm_run_ends_with_a_fill_mask_demo(tmp_path):
-    result = _run(f"--config={ROOT}/configs/bert_tiny.py", *TINY,
+    """Also on a CPU split into two devices (mesh.cpu_devices), the batch spread over both."""
+    result = _run(f"--config={ROOT}/configs/bert_tiny.py", *TINY, "--config.mesh.cpu_devices=2",
                   "--config.data.tokenizer.vocab_size=400", f"--workdir={tmp_path}")
     assert result.returncode == 0, result.stderr
     assert "bert (mlm)" in result.stdout and "[MASK] at 1 (was " in result.stdout
+    assert "2 x cpu in 1 process(es) | mesh data 2 x fsdp 1 x tensor 1" in result.stdout
     assert len(_losses(tmp_path)) == 3
 
 
@@ -73,6 +75,12 @@ def test_a_mesh_larger_than_the_job_exits_2_naming_the_numbers(tmp_path):
     assert result.returncode == 2
     assert ("config.mesh: the fixed axis sizes multiply to 4, which does not divide the 1 devices; "
             "data=-1 x fsdp=1 x tensor=4") in result.stderr
+
+
+def test_cpu_devices_are_split_before_the_mesh_is_made(tmp_path):
+    result = _run("--config.mesh.cpu_devices=3", "--config.mesh.tensor=2", f"--workdir={tmp_path}")
+    assert result.returncode == 2
+    assert "which does not divide the 3 devices" in result.stderr
 
 
 def test_a_relative_workdir_saves_and_resumes(tmp_path):

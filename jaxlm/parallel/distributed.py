@@ -23,6 +23,16 @@ def cluster_detected() -> bool:
     return "," in hosts or any(os.environ.get(var) for var in _CLUSTER_HINT_VARS[1:])
 
 
+def split_cpu(count: int) -> None:
+    """Makes the CPU backend `count` devices (0: leave JAX's default); before any device is touched.
+
+    A small model's step runs faster as data parallel over one device per core than as one device
+    whose every small op is split over the cores (benchmarks/NOTES.md). No effect on GPU/TPU runs.
+    """
+    if count:
+        jax.config.update("jax_num_cpu_devices", count)
+
+
 def initialize(mode: str = "auto", coordinator_address: str | None = None,
                num_processes: int | None = None, process_id: int | None = None) -> bool:
     """Joins the multi-process job if there is one; returns whether it did.
