@@ -82,6 +82,31 @@ def attend(q_BxLxHxK: jax.Array, k_BxMxGxK: jax.Array, v_BxMxGxK: jax.Array,
     return y_BxGxRxLxK.transpose(0, 3, 1, 2, 4).reshape(B, L, H, K).astype(q_BxLxHxK.dtype)
 
 
+def causal_block_rows(length: int) -> int:
+    """Query rows per block for `attend_causal` (0 = one block): 1/8 of the sequence, at least 64."""
+    return max(64, length // 8) if length >= 128 else 0
+
+
+def attend_causal(q_BxLxHxK: jax.Array, k_BxLxGxK: jax.Array, v_BxLxGxK: jax.Array,
+                  mask_Bx1xLxL: jax.Array) -> jax.Array:
+    """`attend` for causal self-attention, each block of queries against only the keys up to its end.
+
+    Keys after a block lie in every one of its queries' future, so leaving them out changes no
+    softmax row, and skips about 40% of the score and value products and their softmax passes:
+    fwd+bwd of one context-256 attention went from 0.93 to 0.58 s on the CPU (benchmarks/NOTES.md).
+    """
+    L = q_BxLxHxK.shape[1]
+    rows = causal_block_rows(L)
+    if not rows:
+        return attend(q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, mask_Bx1xLxL)
+    blocks = []
+    for start in range(0, L, rows):
+        end = min(start + rows, L)
+        blocks.append(attend(q_BxLxHxK[:, start:end], k_BxLxGxK[:, :end], v_BxLxGxK[:, :end],
+                             mask_Bx1xLxL[:, :, start:end, :end]))
+    return jnp.concatenate(blocks, axis=1)
+
+
 class Attention(nnx.Module):
     """Query/key/value projections, optional RoPE, scaled dot-product attention, output projection."""
 
@@ -118,6 +143,8 @@ class Attention(nnx.Module):
         elif cfg.attention == "splash":
             y_BxLxHxK = attention_kernels.splash_attend(q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, seen, cfg.causal,
                                                         interpret=cfg.interpret_kernels)
+        elif cfg.causal:
+            y_BxLxHxK = attend_causal(q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, seen)
         else:
             y_BxLxHxK = attend(q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, seen)
         return self.out(y_BxLxHxK)

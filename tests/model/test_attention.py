@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxlm.model.attention import Attention, attend, attention_mask
+from jaxlm.model.attention import Attention, attend, attend_causal, attention_mask, causal_block_rows
 from jaxlm.model.config import ModelConfig
 
 
@@ -67,3 +67,27 @@ def test_attend_equals_jax_dot_product_attention(kv_heads):
     mask = attention_mask(jnp.asarray([[1] * 5 + [2] * 4, [1] * 7 + [0] * 2]), causal=True)
     want = jax.nn.dot_product_attention(q, k, v, mask=mask)
     np.testing.assert_allclose(attend(q, k, v, mask), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("length", [200, 256])
+def test_causal_blocks_give_full_attention_values_and_gradients(length):
+    """Each query block sees keys only up to its end; the rest is its future, so nothing changes."""
+    assert causal_block_rows(length) == 64 and causal_block_rows(64) == 0  # 200: 3 blocks of 64 and one of 8
+    rng = np.random.default_rng(0)
+    B, H, G, K = 2, 4, 2, 8
+    q = jnp.asarray(rng.normal(size=(B, length, H, K)), jnp.float32)
+    k, v = (jnp.asarray(rng.normal(size=(B, length, G, K)), jnp.float32) for _ in range(2))
+    cut = length // 3  # packed documents, the second running across block edges, then padding
+    segments = np.ones((B, length), np.int32)
+    segments[0, cut:] = 2
+    segments[1, -7:] = 0
+    mask = attention_mask(jnp.asarray(segments), causal=True)
+
+    def loss(fn):
+        return lambda q, k, v: jnp.sum(jnp.sin(fn(q, k, v, mask)))
+
+    np.testing.assert_allclose(attend_causal(q, k, v, mask), attend(q, k, v, mask), rtol=1e-5, atol=1e-6)
+    want = jax.grad(loss(attend), argnums=(0, 1, 2))(q, k, v)
+    got = jax.grad(loss(attend_causal), argnums=(0, 1, 2))(q, k, v)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
