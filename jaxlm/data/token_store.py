@@ -62,14 +62,15 @@ def _chunks(source: Source, tokenizer: Tokenizer, max_documents: int,
     """(tokens, lengths) of successive groups of documents, stopping at the read bounds (0 = none)."""
     total = 0
     for group in _groups(itertools.islice(source.documents(), max_documents or None), _CHUNK_CHARS):
-        encoded = [ids for ids in tokenizer.encode_batch(group) if ids]
-        lengths = np.array([len(ids) for ids in encoded], np.int64)
+        tokens, lengths = tokenizer.encode_flat(group)
+        lengths = lengths[lengths > 0]  # empty documents hold no tokens: dropping them moves none
         done = bool(max_tokens) and total + lengths.sum() >= max_tokens
         if done:  # Keep the documents up to the one that reaches max_tokens.
             keep = int(np.searchsorted(total + np.cumsum(lengths), max_tokens)) + 1
-            encoded, lengths = encoded[:keep], lengths[:keep]
+            lengths = lengths[:keep]
+            tokens = tokens[:int(lengths.sum())]
         total += int(lengths.sum())
-        yield np.fromiter(itertools.chain.from_iterable(encoded), np.int32, int(lengths.sum())), lengths
+        yield tokens, lengths
         if done:
             return
 

@@ -262,3 +262,47 @@ def test_encode_batch_equals_encode(sp_tokenizer, documents, tmp_path):
     foreign = SentencePieceTokenizer.load(str(tmp_path / "foreign.model"))
     assert foreign._newline_id is None
     assert foreign.encode_batch(texts) == [foreign.encode(text) for text in texts]
+
+
+def _flat(tokenizer, texts):
+    ids = [i for text in texts for i in tokenizer.encode(text)]
+    return np.array(ids, np.int32), np.array([len(tokenizer.encode(text)) for text in texts], np.int64)
+
+
+def test_encode_flat_from_cached_chunks_equals_encode(sp_tokenizer, documents, monkeypatch):
+    """Chunks (a newline, or spaces and what follows up to the next space) encode apart exactly."""
+    texts = VARIED + documents[:40] + ["\n".join(documents[:5]), "<mask> a<mask>b  <mask>", "▁ literal ▁▁x "]
+    assert sp_tokenizer._chunk_cache is not None
+    for attempt in ("cold", "warm"):
+        ids, lengths = sp_tokenizer.encode_flat(texts)
+        want_ids, want_lengths = _flat(sp_tokenizer, texts)
+        np.testing.assert_array_equal(ids, want_ids, err_msg=attempt)
+        np.testing.assert_array_equal(lengths, want_lengths, err_msg=attempt)
+    # A full cache encodes the chunks it cannot hold each time, with the same result.
+    small = SentencePieceTokenizer.train(documents[:20], vocab_size=400, model_type="bpe")
+    monkeypatch.setattr(tokenizer_lib, "_CHUNK_CACHE_LIMIT", 7)
+    for _ in range(2):
+        ids, lengths = small.encode_flat(texts)
+        np.testing.assert_array_equal(ids, _flat(small, texts)[0])
+        np.testing.assert_array_equal(lengths, _flat(small, texts)[1])
+    assert len(small._chunk_cache._index) == 7
+
+
+def test_encode_flat_without_chunks_where_they_would_not_be_exact(documents, tmp_path):
+    texts = VARIED + documents[:10]
+    unigram = SentencePieceTokenizer.train(documents[:20], vocab_size=400, model_type="unigram")
+    # A model trained elsewhere may hold pieces with spaces inside ("▁of▁the"): chunks could split them.
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(documents[0].split("\n")), model_writer=model,
+                                   vocab_size=300, model_type="bpe", pad_id=0, unk_id=1, bos_id=2, eos_id=3,
+                                   user_defined_symbols=["<mask>", "\n", "▁of▁the"], minloglevel=2,
+                                   normalization_rule_name="identity", add_dummy_prefix=False,
+                                   remove_extra_whitespaces=False)
+    (tmp_path / "spaces.model").write_bytes(model.getvalue())
+    spaces = SentencePieceTokenizer.load(str(tmp_path / "spaces.model"))
+    for tokenizer in (unigram, spaces, CharTokenizer.train(documents)):
+        assert getattr(tokenizer, "_chunk_cache", None) is None
+        ids, lengths = tokenizer.encode_flat(texts)
+        np.testing.assert_array_equal(ids, _flat(tokenizer, texts)[0])
+        np.testing.assert_array_equal(lengths, _flat(tokenizer, texts)[1])
+    assert spaces._newline_id is not None  # lines still split: no piece but "\n" holds a newline
