@@ -2,14 +2,47 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 
 import numpy as np
 
-# The first word of the seed, kept apart from the data-order stream (numpy's SeedSequence gives
-# [a, b] and [a, b, 0] the same state, so streams are told apart by a tag, not by length).
+# The first word hashed into every row's key, kept apart from the data-order stream (2) and pairing (3).
 MASK_STREAM = 1
 _MASK_SHARE, _RANDOM_SHARE = 0.8, 0.1  # Of the chosen tokens; the remaining 10% stay unchanged.
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # splitmix64's increment: 2**64 / the golden ratio, odd
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser, elementwise on uint64: a bijection that spreads every input bit over all 64.
+
+    Arrays only: numpy wraps uint64 array products silently (scalars would warn on overflow)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def slot_bits(words: tuple[int, ...], rows_B: np.ndarray, length: int) -> np.ndarray:
+    """64 random bits [B, L] for slot l of row b: a hash of (words..., rows_B[b], l), vectorised.
+
+    A counter-based generator (splitmix64 over a hashed key): one numpy pass over the batch, where a
+    `np.random.default_rng` per row costs about 50 us in seeding alone. Negative words and rows are
+    taken modulo 2**64."""
+    key_B = np.zeros(len(rows_B), np.uint64)
+    for word in words:
+        key_B = _mix64((key_B ^ np.uint64(word % 2**64)) + _GOLDEN)
+    rows_B = np.array([row % 2**64 for row in np.asarray(rows_B).tolist()], np.uint64)
+    key_B = _mix64((key_B ^ rows_B) + _GOLDEN)
+    slots_L = (np.arange(1, length + 1, dtype=np.uint64) * _GOLDEN)
+    return _mix64(key_B[:, None] + slots_L[None, :])
+
+
+@functools.lru_cache(maxsize=8)
+def _vocab_tables(vocab_size: int, special_ids: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(is_special [V] bool, the non-special ids [V - S] int32), built once per tokenizer."""
+    is_special_V = np.zeros(vocab_size, bool)
+    is_special_V[list(special_ids)] = True
+    return is_special_V, np.flatnonzero(~is_special_V).astype(np.int32)
 
 
 def mask_tokens(tokens_BxL: np.ndarray, *, seed: int, step: int, example_ids_B: np.ndarray, mask_prob: float,
@@ -20,22 +53,21 @@ def mask_tokens(tokens_BxL: np.ndarray, *, seed: int, step: int, example_ids_B: 
     Each non-special token is chosen with probability `mask_prob`; a chosen token becomes `mask_id`
     (80%), a uniformly random non-special id (10%) or stays (10%). Targets are the original ids and
     weights are 1.0 exactly where a token was chosen.
-    Row b draws from `np.random.default_rng([MASK_STREAM, seed, step, example_ids_B[b]])`, so its
-    corruption does not depend on the batch it sits in and a resumed run masks the same way. Negative
-    values (step -1 for validation) are taken modulo 2**64, a stream no training step reaches.
+    Slot l of row b draws from `slot_bits((MASK_STREAM, seed, step), example_ids_B[b], l)` alone, so a
+    row's corruption does not depend on the batch it sits in and a resumed run masks the same way.
+    Validation's step -1 is taken modulo 2**64, a stream no training step reaches.
     """
     tokens_BxL = np.asarray(tokens_BxL, np.int32)
-    specials = np.array(sorted(special_ids), np.int64)
-    candidates = np.setdiff1d(np.arange(vocab_size), specials)
-    length = tokens_BxL.shape[1]
-    choose_BxL, kind_BxL = np.empty(tokens_BxL.shape), np.empty(tokens_BxL.shape)
-    replacement_BxL = np.empty(tokens_BxL.shape, np.int32)
-    for b, example in enumerate(np.asarray(example_ids_B).tolist()):
-        rng = np.random.default_rng([MASK_STREAM, seed % 2**64, step % 2**64, example % 2**64])
-        choose_BxL[b], kind_BxL[b] = rng.random((2, length))
-        replacement_BxL[b] = candidates[rng.integers(len(candidates), size=length)]
-    chosen_BxL = (choose_BxL < mask_prob) & ~np.isin(tokens_BxL, specials)
-    inputs_BxL = np.where(chosen_BxL & (kind_BxL < _MASK_SHARE), mask_id, tokens_BxL)
-    randomized_BxL = chosen_BxL & (kind_BxL >= _MASK_SHARE) & (kind_BxL < _MASK_SHARE + _RANDOM_SHARE)
-    inputs_BxL = np.where(randomized_BxL, replacement_BxL, inputs_BxL).astype(np.int32)
+    is_special_V, candidates = _vocab_tables(vocab_size, tuple(sorted(special_ids)))
+    bits_BxL = slot_bits((MASK_STREAM, seed, step), example_ids_B, tokens_BxL.shape[1])
+    # The top 24 bits give a uniform u in [0, 1), exact in float32; u < mask_prob chooses the token, and
+    # where in [0, mask_prob) it falls picks mask / random / keep. The low 32 bits pick the random id
+    # (Lemire's multiply-shift: bias below len(candidates) / 2**32).
+    u_BxL = (bits_BxL >> np.uint64(40)).astype(np.float32) * np.float32(2.0**-24)
+    chosen_BxL = (u_BxL < mask_prob) & ~is_special_V[tokens_BxL]
+    masked_BxL = chosen_BxL & (u_BxL < mask_prob * _MASK_SHARE)
+    randomized_BxL = chosen_BxL & ~masked_BxL & (u_BxL < mask_prob * (_MASK_SHARE + _RANDOM_SHARE))
+    pick_BxL = ((bits_BxL & np.uint64(0xFFFFFFFF)) * np.uint64(len(candidates))) >> np.uint64(32)
+    inputs_BxL = np.where(masked_BxL, np.int32(mask_id), tokens_BxL)
+    inputs_BxL = np.where(randomized_BxL, candidates[pick_BxL], inputs_BxL).astype(np.int32)
     return inputs_BxL, tokens_BxL.copy(), chosen_BxL.astype(np.float32)
