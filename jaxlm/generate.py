@@ -20,6 +20,7 @@ import numpy as np
 from flax import nnx
 
 from jaxlm.model import ModelConfig, Transformer
+from jaxlm.model.transformer import unstack_layers
 
 # Prompt lengths are padded up to a multiple of this, so nearby lengths share one compiled program.
 _PROMPT_BUCKET = 16
@@ -56,11 +57,15 @@ def _choose(logits_BxV: jax.Array, key: jax.Array, temperature: jax.Array, top_p
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "steps", "greedy", "top_k", "use_top_p"))
-def _decode(graphdef: nnx.GraphDef, params: dict, prompt_BxP: jax.Array, lengths_B: jax.Array,
-            limits_B: jax.Array, key: jax.Array, temperature: jax.Array, top_p: jax.Array,
+def _decode(graphdef: nnx.GraphDef, params: dict, layers: tuple[dict, ...], prompt_BxP: jax.Array,
+            lengths_B: jax.Array, limits_B: jax.Array, key: jax.Array, temperature: jax.Array, top_p: jax.Array,
             eos_id: jax.Array, *, steps: int, greedy: bool, top_k: int, use_top_p: bool) -> jax.Array:
-    """New tokens [B, S]; row b is valid up to its first EOS and its limit (later entries are junk)."""
+    """New tokens [B, S]; row b is valid up to its first EOS and its limit (later entries are junk).
+
+    `layers` holds the blocks' parameters one layer each (`unstack_layers`); `params` the rest, its
+    stacked blocks left empty."""
     model = nnx.merge(graphdef, params)
+    decode = functools.partial(model.decode, layers=layers)
     B, P = prompt_BxP.shape
     choose = functools.partial(_choose, temperature=temperature, top_p=top_p, greedy=greedy,
                                top_k=top_k, use_top_p=use_top_p)
@@ -69,8 +74,8 @@ def _decode(graphdef: nnx.GraphDef, params: dict, prompt_BxP: jax.Array, lengths
     slots_P = jnp.arange(P)
     segments_BxP = (slots_P[None] >= pads_B[:, None]).astype(jnp.int32)
     positions_BxP = jnp.maximum(slots_P[None] - pads_B[:, None], 0)
-    cache = model.init_cache(B, P + steps - 1)  # the last new token is never fed back
-    logits_BxPxV, cache = model.decode(prompt_BxP, positions_BxP, segments_BxP, cache, jnp.int32(0))
+    cache = model.init_cache(B, P + steps - 1, per_layer=True)  # the last new token is never fed back
+    logits_BxPxV, cache = decode(prompt_BxP, positions_BxP, segments_BxP, cache, jnp.int32(0))
     key, draw = jax.random.split(key)
     token_B = choose(logits_BxPxV[:, -1], draw)
     out_BxS = jnp.zeros((B, steps), jnp.int32).at[:, 0].set(token_B)
@@ -85,8 +90,8 @@ def _decode(graphdef: nnx.GraphDef, params: dict, prompt_BxP: jax.Array, lengths
         i, out_BxS, done_B, cache, key = carry
         # A finished row keeps decoding junk; its position is held inside the window.
         positions_Bx1 = jnp.minimum(lengths_B + i - 1, lengths_B + limits_B - 1)[:, None]
-        logits_Bx1xV, cache = model.decode(jax.lax.dynamic_slice_in_dim(out_BxS, i - 1, 1, axis=1),
-                                           positions_Bx1, jnp.ones((B, 1), jnp.int32), cache, P + i - 1)
+        logits_Bx1xV, cache = decode(jax.lax.dynamic_slice_in_dim(out_BxS, i - 1, 1, axis=1),
+                                     positions_Bx1, jnp.ones((B, 1), jnp.int32), cache, P + i - 1)
         key, draw = jax.random.split(key)
         token_B = choose(logits_Bx1xV[:, 0], draw)
         out_BxS = jax.lax.dynamic_update_slice_in_dim(out_BxS, token_B[:, None], i, axis=1)
@@ -116,7 +121,11 @@ def generate(graphdef: nnx.GraphDef, params: dict, prompts: list[list[int]], *, 
     prompt_BxP = np.zeros((len(prompts), P), np.int32)
     for row, prompt in zip(prompt_BxP, prompts):
         row[P - len(prompt):] = prompt
-    out_BxS = _decode(graphdef, params, jnp.asarray(prompt_BxP), jnp.asarray(lengths_B),
+    # Decoding runs the layers apart (see Transformer.decode); empty arrays take the stack's place so
+    # the program does not hold the weights twice.
+    layers = unstack_layers(params["blocks"])
+    params = {**params, "blocks": jax.tree.map(lambda leaf: leaf[:0], params["blocks"])}
+    out_BxS = _decode(graphdef, params, layers, jnp.asarray(prompt_BxP), jnp.asarray(lengths_B),
                       jnp.asarray(limits_B), jax.random.key(seed), jnp.float32(max(temperature, 1e-6)),
                       jnp.float32(top_p), jnp.int32(eos_id), steps=steps, greedy=temperature == 0.0,
                       top_k=top_k, use_top_p=top_p < 1.0)

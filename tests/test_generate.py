@@ -11,6 +11,7 @@ from flax import nnx
 
 from jaxlm import generate
 from jaxlm.model import ModelConfig, Transformer
+from jaxlm.model.transformer import unstack_layers
 
 EOS_ID = 3
 V = 23
@@ -44,17 +45,21 @@ def _greedy_reference(graphdef, params, ids, steps):
     return ids
 
 
+@pytest.mark.parametrize("layers_apart", [False, True], ids=["scanned", "layers_apart"])
 @pytest.mark.parametrize("family,num_kv_heads", [("gpt2", 4), ("llama", 2)])
-def test_cached_decoding_gives_the_logits_of_a_full_forward_pass(family, num_kv_heads):
+def test_cached_decoding_gives_the_logits_of_a_full_forward_pass(family, num_kv_heads, layers_apart):
     graphdef, params = _model(family, num_kv_heads)
-    decode = jax.jit(lambda *args: nnx.merge(graphdef, params).decode(*args))
+    # Apart, the blocks run on their own layer's parameters; the stack is emptied to show it goes unused.
+    layers = unstack_layers(params["blocks"]) if layers_apart else None
+    stack = jax.tree.map(lambda leaf: leaf[:0], params["blocks"]) if layers_apart else params["blocks"]
+    decode = jax.jit(lambda *args: nnx.merge(graphdef, {**params, "blocks": stack}).decode(*args, layers=layers))
     ids = [7, 5, 9, 11, 6, 8, 12]
     full = _logits(graphdef, params, ids)
     # Two rows: the prompt left-padded by 2 (pads are segment 0), and the prompt itself.
     prompt = jnp.array([[0, 0, *ids[:4]], [*ids[:4], 0, 0]])[:, :6]
     segments = jnp.array([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
     positions = jnp.array([[0, 0, 0, 1, 2, 3], [0, 1, 2, 3, 0, 0]])
-    cache = nnx.merge(graphdef, params).init_cache(2, 9)
+    cache = nnx.merge(graphdef, params).init_cache(2, 9, per_layer=layers_apart)
     logits, cache = decode(prompt, positions, segments, cache, jnp.int32(0))
     np.testing.assert_allclose(logits[0, 2:], full[:4], atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(logits[1, :4], full[:4], atol=1e-5, rtol=1e-5)

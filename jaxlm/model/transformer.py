@@ -8,6 +8,7 @@ K head dim.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax
@@ -37,11 +38,21 @@ def _stacked_blocks(cfg: ModelConfig, rngs: nnx.Rngs) -> Block:
 
 
 class KVCache(NamedTuple):
-    """Every layer's keys and values for M slots, and the segment id of each filled slot (0 = empty)."""
+    """Every layer's keys and values for M slots, and the segment id of each filled slot (0 = empty).
 
-    key_NxBxMxGxK: jax.Array
-    value_NxBxMxGxK: jax.Array
+    Keys and values are stacked [N, B, M, G, K] for the scanned blocks, or a tuple of N [B, M, G, K]
+    (`init_cache(..., per_layer=True)`) for decoding with the layers apart (`Transformer.decode`).
+    """
+
+    key_NxBxMxGxK: jax.Array | tuple[jax.Array, ...]
+    value_NxBxMxGxK: jax.Array | tuple[jax.Array, ...]
     segment_BxM: jax.Array
+
+
+def unstack_layers(blocks: dict) -> tuple[dict, ...]:
+    """Each block's parameters apart: pure dict leaves [N, ...] -> N pure dicts of leaves [...]."""
+    num_layers = len(jax.tree.leaves(blocks)[0])
+    return tuple(jax.tree.map(lambda leaf: leaf[n], blocks) for n in range(num_layers))
 
 
 class MlmHead(nnx.Module):
@@ -164,19 +175,28 @@ class Transformer(nnx.Module):
             return self.lm_head(x_BxLxD)
         return self.token_embed.attend(x_BxLxD)
 
-    def init_cache(self, batch: int, slots: int) -> KVCache:
-        """An empty cache of `slots` key/value slots per row, in the compute dtype."""
+    def init_cache(self, batch: int, slots: int, *, per_layer: bool = False) -> KVCache:
+        """An empty cache of `slots` key/value slots per row, in the compute dtype; per_layer: one array each."""
         cfg = self.cfg
+        segment_BxM = jnp.zeros((batch, slots), jnp.int32)
+        if per_layer:
+            shape = (batch, slots, cfg.num_kv_heads, cfg.head_dim)
+            empty = tuple(jnp.zeros(shape, cfg.dtype) for _ in range(cfg.num_layers))
+            return KVCache(empty, empty, segment_BxM)
         shape = (cfg.num_layers, batch, slots, cfg.num_kv_heads, cfg.head_dim)
-        return KVCache(jnp.zeros(shape, cfg.dtype), jnp.zeros(shape, cfg.dtype),
-                       jnp.zeros((batch, slots), jnp.int32))
+        return KVCache(jnp.zeros(shape, cfg.dtype), jnp.zeros(shape, cfg.dtype), segment_BxM)
 
     def decode(self, inputs_BxL: jax.Array, positions_BxL: jax.Array, segment_ids_BxL: jax.Array,
-               cache: KVCache, start: jax.Array) -> tuple[jax.Array, KVCache]:
+               cache: KVCache, start: jax.Array, layers: Sequence[dict] | None = None
+               ) -> tuple[jax.Array, KVCache]:
         """Logits [B, L, V] of L new tokens placed in cache slots start..start+L-1, and the new cache.
 
         Same numbers as `__call__` on the whole sequence so far (prefill: the prompt with start 0; then
         one token per step). Segment 0 marks padding, as in training batches.
+        `layers` (from `unstack_layers`, with a per-layer cache) runs the blocks one by one on their own
+        parameters instead of scanning over the stack (whose parameters are then unused): a scan step
+        copies its layer's weights out of the stack, which doubles a one-token step's memory traffic on
+        XLA:CPU (2x slower; benchmarks/RESULTS.md). Compile time then grows with depth.
         """
         assert self.cfg.causal, "decoding with a cache needs a causal model"
         segment_BxM = jax.lax.dynamic_update_slice_in_dim(cache.segment_BxM, segment_ids_BxL, start, axis=1)
@@ -190,8 +210,16 @@ class Transformer(nnx.Module):
             block = nnx.merge(graphdef, state)
             return block.decode(x_BxLxD, (k_BxMxGxK, v_BxMxGxK), start, mask_Bx1xLxM, rope)
 
-        x_BxLxD, (k_NxBxMxGxK, v_NxBxMxGxK) = jax.lax.scan(
-            one_block, x_BxLxD, (stacked_state, cache.key_NxBxMxGxK, cache.value_NxBxMxGxK))
+        if layers is None:
+            x_BxLxD, (k_NxBxMxGxK, v_NxBxMxGxK) = jax.lax.scan(
+                one_block, x_BxLxD, (stacked_state, cache.key_NxBxMxGxK, cache.value_NxBxMxGxK))
+        else:
+            keys, values = [], []
+            for layer in zip(layers, cache.key_NxBxMxGxK, cache.value_NxBxMxGxK, strict=True):
+                x_BxLxD, (k_BxMxGxK, v_BxMxGxK) = one_block(x_BxLxD, layer)
+                keys.append(k_BxMxGxK)
+                values.append(v_BxMxGxK)
+            k_NxBxMxGxK, v_NxBxMxGxK = tuple(keys), tuple(values)
         if self.final_norm is not None:
             x_BxLxD = self.final_norm(x_BxLxD)
         return self._head(x_BxLxD), KVCache(k_NxBxMxGxK, v_NxBxMxGxK, segment_BxM)
