@@ -62,8 +62,8 @@ def _decode(graphdef: nnx.GraphDef, params: dict, layers: tuple[dict, ...], prom
             eos_id: jax.Array, *, steps: int, greedy: bool, top_k: int, use_top_p: bool) -> jax.Array:
     """New tokens [B, S]; row b is valid up to its first EOS and its limit (later entries are junk).
 
-    `layers` holds the blocks' parameters one layer each (`unstack_layers`); `params` the rest, its
-    stacked blocks left empty."""
+    `layers` holds the blocks' parameters one layer each (`unstack_layers`); `params`' stacked blocks
+    are not read."""
     model = nnx.merge(graphdef, params)
     decode = functools.partial(model.decode, layers=layers)
     B, P = prompt_BxP.shape
@@ -121,10 +121,9 @@ def generate(graphdef: nnx.GraphDef, params: dict, prompts: list[list[int]], *, 
     prompt_BxP = np.zeros((len(prompts), P), np.int32)
     for row, prompt in zip(prompt_BxP, prompts):
         row[P - len(prompt):] = prompt
-    # Decoding runs the layers apart (see Transformer.decode); empty arrays take the stack's place so
-    # the program does not hold the weights twice.
+    # Decoding runs the layers apart (see Transformer.decode): a copy of the blocks' weights for this call.
+    # The stacked blocks go unused in the program, and jit leaves unused arguments out of it.
     layers = unstack_layers(params["blocks"])
-    params = {**params, "blocks": jax.tree.map(lambda leaf: leaf[:0], params["blocks"])}
     out_BxS = _decode(graphdef, params, layers, jnp.asarray(prompt_BxP), jnp.asarray(lengths_B),
                       jnp.asarray(limits_B), jax.random.key(seed), jnp.float32(max(temperature, 1e-6)),
                       jnp.float32(top_p), jnp.int32(eos_id), steps=steps, greedy=temperature == 0.0,

@@ -412,11 +412,19 @@ class _ChunkCache:
         # itemgetter looks the keys up in one C loop, faster than a map (it returns a bare value for one).
         at = np.array(operator.itemgetter(*chunks)(index) if len(chunks) > 1 else [index[c] for c in chunks],
                       np.int64)
-        if len(index) > known:
-            new = list(itertools.islice(index, known, None))  # dicts keep insertion order
+        if len(index) == known:
+            return self._gather(at)
+        new = list(itertools.islice(index, known, None))  # dicts keep insertion order
+        try:
             self._add(encode(new))
+        except BaseException:  # the index must never name a chunk that has no ids
+            for key in new:
+                del index[key]
+            raise
         gathered = self._gather(at)
         if len(index) > _CHUNK_CACHE_LIMIT:  # full: forget the newest, which are encoded again next time
+            for key in new[_CHUNK_CACHE_LIMIT - known:]:
+                del index[key]
             self._truncate(_CHUNK_CACHE_LIMIT)
         return gathered
 
@@ -429,8 +437,7 @@ class _ChunkCache:
         self._lengths = np.concatenate([self._lengths, lengths])
 
     def _truncate(self, size: int) -> None:
-        for key in list(itertools.islice(self._index, size, None)):
-            del self._index[key]
+        """Keeps the stored ids of the first `size` chunks (the caller trims the index)."""
         self._flat = self._flat[:self._starts[size]].copy()
         self._starts, self._lengths = self._starts[:size], self._lengths[:size]
 

@@ -306,3 +306,21 @@ def test_encode_flat_without_chunks_where_they_would_not_be_exact(documents, tmp
         np.testing.assert_array_equal(ids, _flat(tokenizer, texts)[0])
         np.testing.assert_array_equal(lengths, _flat(tokenizer, texts)[1])
     assert spaces._newline_id is not None  # lines still split: no piece but "\n" holds a newline
+
+
+def test_chunk_cache_keeps_no_key_whose_encoding_failed():
+    cache = tokenizer_lib._ChunkCache()
+    encode = lambda keys: [[len(key)] * len(key) for key in keys]  # noqa: E731
+    ids, lengths = cache.lookup(["ab", "c", "ab"], encode)
+    np.testing.assert_array_equal(ids, [2, 2, 1, 2, 2])
+    np.testing.assert_array_equal(lengths, [2, 1, 2])
+
+    def broken(keys):
+        raise RuntimeError("sentencepiece failed")
+
+    with pytest.raises(RuntimeError):
+        cache.lookup(["c", "dde", "ff"], broken)
+    assert list(cache._index) == ["ab", "c"]
+    ids, lengths = cache.lookup(["ff", "dde", "c"], encode)
+    np.testing.assert_array_equal(ids, [2, 2, 3, 3, 3, 1])
+    np.testing.assert_array_equal(lengths, [2, 3, 1])
