@@ -19,12 +19,13 @@ import math
 import operator
 import os
 import pathlib
-import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Protocol
 
 import ml_collections
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (registers dictionary_encode now, not at the first encode: ~0.1 s)
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2
 
@@ -44,10 +45,12 @@ _MAX_SENTENCE_CHARS = 1024
 # Bump when training options change, so caches made by older code are retrained.
 _CACHE_VERSION = 2
 _SETTINGS_FILE = "settings.json"
-# Stretches of text no piece of a model trained here spans (SentencePieceTokenizer._chunks_split): a
-# newline, or a run of spaces and the characters after it up to the next space or newline. U+2581
-# ("▁") counts as a space: sentencepiece writes spaces as it, so cannot tell the two apart.
-_CHUNK = re.compile("\n|[ \u2581]*[^ \u2581\n]*")
+# Chunks, stretches of text no piece of a model trained here spans (SentencePieceTokenizer._chunks_split):
+# a newline, or a run of spaces and the characters after it up to the next space or newline (the regex
+# "\n|[ ▁]*[^ ▁\n]*"). U+2581 ("▁") counts as a space: sentencepiece writes spaces as it, so cannot tell
+# the two apart. `_chunk_starts` finds them in UTF-8 bytes.
+_SPACE_BYTE, _NEWLINE_BYTE = 0x20, 0x0A
+_SPM_SPACE_BYTES = tuple("\u2581".encode("utf-8"))  # E2 96 81
 # Distinct chunks whose ids `encode_flat` remembers; past that, new ones are encoded every time they come.
 _CHUNK_CACHE_LIMIT = 1 << 20
 
@@ -227,8 +230,10 @@ class SentencePieceTokenizer(_FixedSpecials):
         self._origin = origin
         self.vocab_size = self._processor.get_piece_size()
         self.fingerprint = hashlib.sha256(self._processor.serialized_model_proto()).hexdigest()
-        self._newline_id = self._newline_splits()
-        self._chunk_cache = _ChunkCache() if self._chunks_split() else None
+        model = sentencepiece_model_pb2.ModelProto.FromString(model_proto)
+        pieces = [piece.piece for piece in model.pieces]  # one pass: 8k id_to_piece calls cost 4x more
+        self._newline_id = self._newline_splits(model, pieces)
+        self._chunk_cache = _ChunkCache() if self._chunks_split(pieces) else None
 
     @classmethod
     def train(cls, documents: Iterable[str], vocab_size: int, model_type: str = "bpe", seed: int = 0,
@@ -277,7 +282,7 @@ class SentencePieceTokenizer(_FixedSpecials):
         """The piece ids of `text`, without bos or eos."""
         return self._processor.encode(text)
 
-    def _newline_splits(self) -> int | None:
+    def _newline_splits(self, model: sentencepiece_model_pb2.ModelProto, pieces: list[str]) -> int | None:
         """The id of "\\n" when encoding lines apart and joining them with it equals encoding the whole text.
 
         True of BPE and char models (merges never cross a piece no other piece contains) whose "\\n" is
@@ -285,12 +290,11 @@ class SentencePieceTokenizer(_FixedSpecials):
         models trained here. Not of unigram models: Viterbi breaks ties between equal segmentations of
         a run of spaces differently at different offsets.
         """
-        model = sentencepiece_model_pb2.ModelProto.FromString(self._processor.serialized_model_proto())
         newline = self._processor.piece_to_id("\n")
         normalizer, trainer = model.normalizer_spec, model.trainer_spec
         if (trainer.model_type not in (trainer.BPE, trainer.CHAR) or normalizer.name != "identity"
                 or normalizer.add_dummy_prefix or normalizer.remove_extra_whitespaces or newline == UNK_ID
-                or any("\n" in piece.piece for i, piece in enumerate(model.pieces) if i != newline)):
+                or any("\n" in piece for i, piece in enumerate(pieces) if i != newline)):
             return None
         return newline
 
@@ -311,8 +315,8 @@ class SentencePieceTokenizer(_FixedSpecials):
             encoded.append(ids)
         return encoded
 
-    def _chunks_split(self) -> bool:
-        """Whether encoding each `_CHUNK` of a text apart and joining the ids equals encoding the text.
+    def _chunks_split(self, pieces: list[str]) -> bool:
+        """Whether encoding each chunk of a text apart and joining the ids equals encoding the text.
 
         True where `_newline_splits` is and no piece holds a space ("▁") after anything but spaces: then no
         piece spans the start of a run of spaces, and BPE's merges, which never make a piece the vocabulary
@@ -320,23 +324,24 @@ class SentencePieceTokenizer(_FixedSpecials):
         """
         if self._newline_id is None:
             return False
-        pieces = (self._processor.id_to_piece(i) for i in range(self.vocab_size))
         return not any("\u2581" in piece.lstrip("\u2581") for piece in pieces)
 
     def encode_flat(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """`encode_batch` back to back: (ids [T] int32, each text's id count [N] int64).
 
         Where chunks encode apart (`_chunks_split`), each distinct chunk goes through sentencepiece once and
-        is then copied from a cache: about 2x faster on real text (benchmarks/RESULTS.md).
+        is then copied from a cache: 2.5x faster than `encode_batch` on tiny-shakespeare, cold (more once warm).
         """
         if self._chunk_cache is None:
             return super().encode_flat(texts)
-        keys_per_text = [_chunk_keys(text) for text in texts]
-        keys = list(itertools.chain.from_iterable(keys_per_text))
-        ids, chunk_lengths = self._chunk_cache.lookup(keys, lambda new: self._processor.encode(
-            [_chunk_of_key(key) for key in new]))
-        ends = np.cumsum(np.fromiter(map(len, keys_per_text), np.int64, len(texts)))
-        token_ends = np.concatenate([[0], np.cumsum(chunk_lengths)])[ends]
+        encoded = [text.encode("utf-8") for text in texts]
+        text_starts = np.cumsum([0] + [len(e) for e in encoded])  # [N + 1] byte offsets
+        data = b"".join(encoded)
+        chunk_starts = _chunk_starts(np.frombuffer(data, np.uint8), text_starts[:-1])
+        ids, chunk_lengths = self._chunk_cache.lookup(data, chunk_starts, self._processor.encode)
+        # Chunks never cross texts, so a text's ids end where its last chunk's do.
+        chunk_ends = np.searchsorted(chunk_starts, text_starts[1:])
+        token_ends = np.concatenate([[0], np.cumsum(chunk_lengths)])[chunk_ends]
         return ids, np.diff(token_ends, prepend=0)
 
     def decode(self, ids: Iterable[int]) -> str:
@@ -362,71 +367,72 @@ class SentencePieceTokenizer(_FixedSpecials):
         return f"sentencepiece ({self._origin}), {self.vocab_size} pieces"
 
 
-def _chunk_keys(text: str) -> list[str]:
-    """The text's `_CHUNK`s as cache keys, made with str.split where it can (10x faster than the regex).
+def _chunk_starts(data_B: np.ndarray, text_starts: np.ndarray) -> np.ndarray:
+    """Byte offsets [C] int64 where the chunks of UTF-8 text `data_B` (uint8) begin, a chunk beginning
+    at each of `text_starts` too.
 
-    A chunk " word" (one space, then no space or newline) is keyed "word"; a line's first word "word\n";
-    the newline "\n"; a chunk that starts with spaces, from a line with a run of them, itself. No key of
-    one kind can be one of another, so `_chunk_of_key` gives the chunk back.
+    A chunk begins at each newline and after it, and where a space (" " or the 3 bytes of "▁") follows
+    anything else; so the chunks are the regex's, found without a Python object per chunk.
     """
-    keys: list[str] = []
-    for number, line in enumerate(text.split("\n")):
-        if number:
-            keys.append("\n")
-        words = line.split(" ")
-        if "\u2581" in line or "" in words[1:]:  # runs of spaces, or "▁": the regex's chunks
-            chunks = _CHUNK.findall(line)
-            if chunks and chunks[0] and chunks[0][0] not in " \u2581":
-                chunks[0] += "\n"
-            keys.extend(chunk for chunk in chunks if chunk)
-        else:
-            if words[0]:
-                keys.append(words[0] + "\n")
-            keys.extend(words[1:])
-    return keys
-
-
-def _chunk_of_key(key: str) -> str:
-    """The text chunk `_chunk_keys` keyed so."""
-    if key == "\n" or key[0] in " \u2581":
-        return key
-    return key[:-1] if key[-1] == "\n" else " " + key
+    newline = data_B == _NEWLINE_BYTE
+    space = data_B == _SPACE_BYTE
+    lead = np.flatnonzero((data_B[:-2] == _SPM_SPACE_BYTES[0]) & (data_B[1:-1] == _SPM_SPACE_BYTES[1])
+                          & (data_B[2:] == _SPM_SPACE_BYTES[2]))
+    for offset in range(3):
+        space[lead + offset] = True
+    begins = newline.copy()
+    begins[1:] |= newline[:-1] | (space[1:] & ~space[:-1])
+    begins[text_starts[text_starts < len(data_B)]] = True
+    return np.flatnonzero(begins)
 
 
 class _ChunkCache:
-    """Chunk key -> its ids, stored back to back (chunk i's at flat[starts[i]:starts[i] + lengths[i]])."""
+    """Chunk (UTF-8 bytes) -> its ids, stored back to back (chunk i's at flat[starts[i]:starts[i] + lengths[i]])."""
 
     def __init__(self):
-        # A missing key gets the next free index on lookup, inside dict's C code: one pass over a text's
-        # keys numbers the known and the new chunks alike, with no Python per key.
-        self._index: collections.defaultdict[str, int] = collections.defaultdict()
+        # A missing key gets the next free index on lookup, inside dict's C code: one pass over the distinct
+        # chunks numbers the known and the new alike, with no Python per key.
+        self._index: collections.defaultdict[bytes, int] = collections.defaultdict()
         self._index.default_factory = self._index.__len__
         self._flat = np.zeros(0, np.int32)
         self._starts = np.zeros(0, np.int64)
         self._lengths = np.zeros(0, np.int64)
 
-    def lookup(self, chunks: list[str], encode) -> tuple[np.ndarray, np.ndarray]:
-        """(the chunks' ids back to back [T] int32, ids per chunk [C] int64); `encode` encodes a list of new keys."""
+    def lookup(self, data: bytes, chunk_starts: np.ndarray,
+               encode: Callable[[list[bytes]], list[list[int]]]) -> tuple[np.ndarray, np.ndarray]:
+        """(ids of the chunks of `data` that begin at `chunk_starts` [C], back to back [T] int32, ids per
+        chunk [C] int64); `encode` encodes a list of chunks the cache does not hold."""
+        if not len(chunk_starts):
+            return np.zeros(0, np.int32), np.zeros(0, np.int64)
+        # Arrow's hash table finds the distinct chunks in C++: a Python object per distinct chunk, not per chunk.
+        offsets = pa.py_buffer(np.append(chunk_starts, len(data)).astype(np.int64))
+        chunks = pa.Array.from_buffers(pa.large_binary(), len(chunk_starts), [None, offsets, pa.py_buffer(data)])
+        distinct = chunks.dictionary_encode()
+        slots = self._slots(distinct.dictionary.to_pylist(), encode)
+        at = slots[distinct.indices.to_numpy()]
+        gathered = self._gather(at)
+        if len(self._index) > _CHUNK_CACHE_LIMIT:  # full: forget the newest, which are encoded again next time
+            for key in list(itertools.islice(self._index, _CHUNK_CACHE_LIMIT, None)):
+                del self._index[key]
+            self._truncate(_CHUNK_CACHE_LIMIT)
+        return gathered
+
+    def _slots(self, distinct: list[bytes], encode: Callable[[list[bytes]], list[list[int]]]) -> np.ndarray:
+        """Each distinct chunk's place in the cache [U] int64, new ones encoded and stored."""
         index = self._index
         known = len(index)
         # itemgetter looks the keys up in one C loop, faster than a map (it returns a bare value for one).
-        at = np.array(operator.itemgetter(*chunks)(index) if len(chunks) > 1 else [index[c] for c in chunks],
-                      np.int64)
-        if len(index) == known:
-            return self._gather(at)
-        new = list(itertools.islice(index, known, None))  # dicts keep insertion order
-        try:
-            self._add(encode(new))
-        except BaseException:  # the index must never name a chunk that has no ids
-            for key in new:
-                del index[key]
-            raise
-        gathered = self._gather(at)
-        if len(index) > _CHUNK_CACHE_LIMIT:  # full: forget the newest, which are encoded again next time
-            for key in new[_CHUNK_CACHE_LIMIT - known:]:
-                del index[key]
-            self._truncate(_CHUNK_CACHE_LIMIT)
-        return gathered
+        slots = np.array(operator.itemgetter(*distinct)(index) if len(distinct) > 1 else [index[distinct[0]]],
+                         np.int64)
+        if len(index) > known:
+            new = list(itertools.islice(index, known, None))  # dicts keep insertion order
+            try:
+                self._add(encode(new))
+            except BaseException:  # the index must never name a chunk that has no ids
+                for key in new:
+                    del index[key]
+                raise
+        return slots
 
     def _add(self, encoded: list[list[int]]) -> None:
         lengths = np.fromiter(map(len, encoded), np.int64, len(encoded))

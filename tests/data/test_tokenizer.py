@@ -3,6 +3,7 @@
 import hashlib
 import io
 import logging
+import re
 
 import ml_collections
 import numpy as np
@@ -308,10 +309,34 @@ def test_encode_flat_without_chunks_where_they_would_not_be_exact(documents, tmp
     assert spaces._newline_id is not None  # lines still split: no piece but "\n" holds a newline
 
 
+# The chunks `_chunk_starts` must find: a newline, or spaces ("▁" counted as one) and what follows up to the
+# next space or newline.
+CHUNK = re.compile("\n|[ \u2581]*[^ \u2581\n]*")
+
+
+@pytest.mark.parametrize("text", VARIED + ["▁ literal ▁▁x ", "a▁b▁▁c ▁\n▁", "x", "ab", "▁", "\n", "a\n b  c"])
+def test_chunk_starts_are_the_regex_chunks(text):
+    data = text.encode("utf-8")
+    starts = tokenizer_lib._chunk_starts(np.frombuffer(data, np.uint8), np.array([0]))
+    chunks = [data[a:b].decode("utf-8") for a, b in zip(starts, [*starts[1:], len(data)])]
+    assert chunks == [chunk for chunk in CHUNK.findall(text) if chunk]
+
+
+def test_chunk_starts_begin_a_chunk_at_each_text():
+    data = "ab cd".encode() + "ef".encode() + " gh".encode()
+    starts = tokenizer_lib._chunk_starts(np.frombuffer(data, np.uint8), np.array([0, 5, 7, 10]))
+    np.testing.assert_array_equal(starts, [0, 2, 5, 7])
+
+
+def _lookup(cache, chunks, encode):
+    data = b"".join(chunks)
+    return cache.lookup(data, np.cumsum([0] + [len(c) for c in chunks[:-1]]), encode)
+
+
 def test_chunk_cache_keeps_no_key_whose_encoding_failed():
     cache = tokenizer_lib._ChunkCache()
     encode = lambda keys: [[len(key)] * len(key) for key in keys]  # noqa: E731
-    ids, lengths = cache.lookup(["ab", "c", "ab"], encode)
+    ids, lengths = _lookup(cache, [b"ab", b"c", b"ab"], encode)
     np.testing.assert_array_equal(ids, [2, 2, 1, 2, 2])
     np.testing.assert_array_equal(lengths, [2, 1, 2])
 
@@ -319,8 +344,9 @@ def test_chunk_cache_keeps_no_key_whose_encoding_failed():
         raise RuntimeError("sentencepiece failed")
 
     with pytest.raises(RuntimeError):
-        cache.lookup(["c", "dde", "ff"], broken)
-    assert list(cache._index) == ["ab", "c"]
-    ids, lengths = cache.lookup(["ff", "dde", "c"], encode)
+        _lookup(cache, [b"c", b"dde", b"ff"], broken)
+    assert list(cache._index) == [b"ab", b"c"]
+    ids, lengths = _lookup(cache, [b"ff", b"dde", b"c"], encode)
     np.testing.assert_array_equal(ids, [2, 2, 3, 3, 3, 1])
     np.testing.assert_array_equal(lengths, [2, 3, 1])
+    assert cache.lookup(b"", np.zeros(0, np.int64), broken)[0].size == 0  # nothing to encode: encode not called
