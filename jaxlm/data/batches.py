@@ -86,14 +86,17 @@ class TrainBatches:
         rows = host_slice(self.batch_size, process_index, process_count)
         rows_B = step * self.batch_size + np.arange(rows.start, rows.stop)
         epochs_B, index_B = np.divmod(rows_B, self.num_rows)
-        fields: dict[str, np.ndarray] = {}
-        for epoch in np.unique(epochs_B).tolist():
-            here = epochs_B == epoch
-            part = self._rows(epoch, index_B[here])
-            for key, value in part.items():
-                if key not in fields:
-                    fields[key] = np.empty((len(rows_B), *value.shape[1:]), value.dtype)
-                fields[key][here] = value
+        if epochs_B[0] == epochs_B[-1]:  # the usual batch lies inside one epoch
+            fields = self._rows(int(epochs_B[0]), index_B)
+        else:
+            fields = {}
+            for epoch in np.unique(epochs_B).tolist():
+                here = epochs_B == epoch
+                part = self._rows(epoch, index_B[here])
+                for key, value in part.items():
+                    if key not in fields:
+                        fields[key] = np.empty((len(rows_B), *value.shape[1:]), value.dtype)
+                    fields[key][here] = value
         if self._masker:
             fields["inputs"], fields["targets"], fields["weights"] = self._masker(
                 fields["inputs"], seed=self._seed, step=step, example_ids_B=rows_B)

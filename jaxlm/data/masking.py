@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Collection
 
 import numpy as np
@@ -11,6 +12,7 @@ import numpy as np
 MASK_STREAM = 1
 _MASK_SHARE, _RANDOM_SHARE = 0.8, 0.1  # Of the chosen tokens; the remaining 10% stay unchanged.
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # splitmix64's increment: 2**64 / the golden ratio, odd
+_MASK64 = 2**64 - 1
 
 
 def _mix64(z: np.ndarray) -> np.ndarray:
@@ -22,19 +24,31 @@ def _mix64(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
+def _mix64_int(z: int) -> int:
+    """`_mix64` of one Python int in [0, 2**64): the same bits, without numpy's per-call cost."""
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
 def slot_bits(words: tuple[int, ...], rows_B: np.ndarray, length: int) -> np.ndarray:
     """64 random bits [B, L] for slot l of row b: a hash of (words..., rows_B[b], l), vectorised.
 
     A counter-based generator (splitmix64 over a hashed key): one numpy pass over the batch, where a
     `np.random.default_rng` per row costs about 50 us in seeding alone. Negative words and rows are
     taken modulo 2**64."""
-    key_B = np.zeros(len(rows_B), np.uint64)
+    key = 0
     for word in words:
-        key_B = _mix64((key_B ^ np.uint64(word % 2**64)) + _GOLDEN)
+        key = _mix64_int(((key ^ (int(word) % 2**64)) + int(_GOLDEN)) & _MASK64)
     rows_B = np.array([row % 2**64 for row in np.asarray(rows_B).tolist()], np.uint64)
-    key_B = _mix64((key_B ^ rows_B) + _GOLDEN)
-    slots_L = (np.arange(1, length + 1, dtype=np.uint64) * _GOLDEN)
-    return _mix64(key_B[:, None] + slots_L[None, :])
+    key_B = _mix64((np.uint64(key) ^ rows_B) + _GOLDEN)
+    return _mix64(key_B[:, None] + _slot_offsets(length)[None, :])
+
+
+@functools.lru_cache(maxsize=8)
+def _slot_offsets(length: int) -> np.ndarray:
+    """(l + 1) * golden for each slot l [L] uint64 (wrapping), added to a row's key before the last mix."""
+    return np.arange(1, length + 1, dtype=np.uint64) * _GOLDEN
 
 
 @functools.lru_cache(maxsize=8)
@@ -60,14 +74,21 @@ def mask_tokens(tokens_BxL: np.ndarray, *, seed: int, step: int, example_ids_B: 
     tokens_BxL = np.asarray(tokens_BxL, np.int32)
     is_special_V, candidates = _vocab_tables(vocab_size, tuple(sorted(special_ids)))
     bits_BxL = slot_bits((MASK_STREAM, seed, step), example_ids_B, tokens_BxL.shape[1])
-    # The top 24 bits give a uniform u in [0, 1), exact in float32; u < mask_prob chooses the token, and
-    # where in [0, mask_prob) it falls picks mask / random / keep. The low 32 bits pick the random id
-    # (Lemire's multiply-shift: bias below len(candidates) / 2**32).
-    u_BxL = (bits_BxL >> np.uint64(40)).astype(np.float32) * np.float32(2.0**-24)
-    chosen_BxL = (u_BxL < mask_prob) & ~is_special_V[tokens_BxL]
-    masked_BxL = chosen_BxL & (u_BxL < mask_prob * _MASK_SHARE)
-    randomized_BxL = chosen_BxL & ~masked_BxL & (u_BxL < mask_prob * (_MASK_SHARE + _RANDOM_SHARE))
-    pick_BxL = ((bits_BxL & np.uint64(0xFFFFFFFF)) * np.uint64(len(candidates))) >> np.uint64(32)
-    inputs_BxL = np.where(masked_BxL, np.int32(mask_id), tokens_BxL)
-    inputs_BxL = np.where(randomized_BxL, candidates[pick_BxL], inputs_BxL).astype(np.int32)
+    # The top 24 bits k give u = k / 2**24, uniform in [0, 1); u < mask_prob chooses the token, and where
+    # in [0, mask_prob) it falls picks mask / random / keep. u < x is compared as k < ceil(x * 2**24).
+    # The low 32 bits pick the random id (Lemire's multiply-shift: bias below len(candidates) / 2**32).
+    k_BxL = bits_BxL >> np.uint64(40)
+    chosen_BxL = (k_BxL < _threshold(mask_prob)) & ~is_special_V[tokens_BxL]
+    masked_BxL = chosen_BxL & (k_BxL < _threshold(mask_prob * _MASK_SHARE))
+    randomized = np.flatnonzero(chosen_BxL & ~masked_BxL
+                                & (k_BxL < _threshold(mask_prob * (_MASK_SHARE + _RANDOM_SHARE))))
+    inputs_BxL = tokens_BxL.copy()
+    inputs_BxL[masked_BxL] = mask_id
+    pick = ((bits_BxL.ravel()[randomized] & np.uint64(0xFFFFFFFF)) * np.uint64(len(candidates))) >> np.uint64(32)
+    inputs_BxL.ravel()[randomized] = candidates[pick]
     return inputs_BxL, tokens_BxL.copy(), chosen_BxL.astype(np.float32)
+
+
+def _threshold(probability: float) -> np.uint64:
+    """The k in [0, 2**24] with (top 24 bits < k) exactly when their u = bits / 2**24 is below `probability`."""
+    return np.uint64(min(max(math.ceil(probability * 2**24), 0), 2**24))

@@ -38,14 +38,18 @@ class FramedStream:
                  cut_head: bool = False, cut_tail: bool = False):
         self._content = content_T
         lengths = np.asarray(lengths_D, np.int64)
-        self._has_bos = np.full(len(lengths), objective == "mlm")
-        self._has_eos = np.ones(len(lengths), bool)
+        has_bos = np.full(len(lengths), objective == "mlm")
+        has_eos = np.ones(len(lengths), bool)
         if len(lengths):
-            self._has_bos[0] &= not cut_head
-            self._has_eos[-1] &= not cut_tail
-        self.framed_lengths = lengths + self._has_bos + self._has_eos  # [D]: each document with its specials
+            has_bos[0] &= not cut_head
+            has_eos[-1] &= not cut_tail
+        self.framed_lengths = lengths + has_bos + has_eos  # [D]: each document with its specials
         self._ends = np.cumsum(self.framed_lengths)
-        self._content_starts = np.cumsum(lengths) - lengths
+        starts = self._ends - self.framed_lengths
+        # Per document: stream position p holds content token p - shift (unless p is its bos or eos).
+        self._shift = starts + has_bos - (np.cumsum(lengths) - lengths)
+        self._bos_at = np.where(has_bos, starts, -1)  # [D] stream position of the bos, -1 = none
+        self._eos_at = np.where(has_eos, self._ends - 1, -1)
         self._bos_id, self._eos_id = bos_id, eos_id
         self.num_documents = len(lengths)
 
@@ -55,14 +59,17 @@ class FramedStream:
     def gather(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(tokens, doc_ids) at stream `positions` (any shape, each in [0, N))."""
         doc = np.searchsorted(self._ends, positions, side="right")
-        offset = positions - (self._ends[doc] - self.framed_lengths[doc])
-        is_bos = self._has_bos[doc] & (offset == 0)
-        is_eos = self._has_eos[doc] & (offset == self.framed_lengths[doc] - 1)
-        special = is_bos | is_eos
-        index = np.where(special, 0, self._content_starts[doc] + offset - self._has_bos[doc])
-        content = self._content[index] if len(self._content) else np.zeros(index.shape, np.int32)
-        tokens = np.where(is_bos, self._bos_id, np.where(is_eos, self._eos_id, content))
-        return tokens.astype(np.int32), doc.astype(np.int32)
+        tokens = self._content_at(positions - self._shift[doc])
+        tokens[positions == self._bos_at[doc]] = self._bos_id
+        tokens[positions == self._eos_at[doc]] = self._eos_id
+        return tokens, doc.astype(np.int32)
+
+    def _content_at(self, index: np.ndarray) -> np.ndarray:
+        """Content tokens at `index` (int32, a new array); a special's slot reads a neighbour (clipped at
+        the ends) for the caller to overwrite."""
+        if not len(self._content):  # documents of specials only
+            return np.zeros(np.shape(index), np.int32)
+        return np.take(self._content, index, mode="clip").astype(np.int32, copy=False)
 
     def tokens(self) -> tuple[np.ndarray, np.ndarray]:
         """(tokens_N, doc_ids_N): the whole framed stream, for small streams and tests."""
@@ -76,19 +83,52 @@ class FramedStream:
         new document ids, so the stream's end and start never share a segment (even for one document).
         Positions past the stream's end are padding (pad_id, document PAD_DOC).
         """
-        n = len(self)
-        rotated_RxW = (np.asarray(rows_R, np.int64)[:, None] * seq_len
-                       + np.arange(row_width(seq_len, objective), dtype=np.int64))
-        valid = rotated_RxW < n
-        position = rotated_RxW + (offset % n if n else 0)
-        wrapped = position >= n
-        position = np.where(valid, np.where(wrapped, position - n, position), 0)
+        n, num_docs = len(self), self.num_documents
+        width = row_width(seq_len, objective)
+        rows_R = np.asarray(rows_R, np.int64)
         if not n:
-            return np.full(position.shape, pad_id, np.int32), np.full(position.shape, PAD_DOC, np.int32)
-        tokens, doc_ids = self.gather(position)
-        doc_ids = np.where(wrapped, doc_ids + self.num_documents, doc_ids)
-        return (np.where(valid, tokens, pad_id).astype(np.int32),
-                np.where(valid, doc_ids, PAD_DOC).astype(np.int32))
+            return np.full((len(rows_R), width), pad_id, np.int32), np.full((len(rows_R), width), PAD_DOC, np.int32)
+        start_R = rows_R * seq_len
+        valid_R = np.clip(n - start_R, 0, width)  # slots before the stream's end; the rest are padding
+        # Each row reads on from its first slot in [0, 2N): the second lap is the stream again with its
+        # documents numbered + D, which is the wrapped piece's new ids, so no row has to wrap.
+        first_R = np.where(valid_R > 0, start_R + offset % n, 0)
+        doc_RxW = self._row_documents(first_R, valid_R, width)
+        position_RxW = first_R[:, None] + np.arange(width)
+        second_lap = doc_RxW >= num_docs
+        doc = doc_RxW - num_docs * second_lap
+        position_RxW -= n * second_lap
+        tokens = self._content_at(position_RxW - self._shift[doc])
+        tokens[position_RxW == self._bos_at[doc]] = self._bos_id
+        tokens[position_RxW == self._eos_at[doc]] = self._eos_id
+        doc_ids = doc_RxW.astype(np.int32)
+        if (valid_R < width).any():  # only the last row holds padding
+            past_end = np.arange(width) >= valid_R[:, None]
+            tokens[past_end], doc_ids[past_end] = pad_id, PAD_DOC
+        return tokens, doc_ids
+
+    def _row_documents(self, first_R: np.ndarray, valid_R: np.ndarray, width: int) -> np.ndarray:
+        """Document [R, W] (second lap + D) of the slots of rows that start at lap position `first_R`.
+
+        Found per row, not per slot: the first slot's document, plus the document ends passed since
+        (a binary search for each of R rows, where one per slot costs 3x more on short documents).
+        Slots past `valid_R` keep the last valid slot's document.
+        """
+        n, num_docs = len(self), self.num_documents
+
+        def document_at(position_R: np.ndarray) -> np.ndarray:
+            lap = position_R >= n
+            return np.searchsorted(self._ends, position_R - n * lap, side="right") + num_docs * lap
+
+        first_doc = document_at(first_R)
+        passed_R = document_at(first_R + np.maximum(valid_R, 1) - 1) - first_doc  # document ends inside each row
+        row = np.repeat(np.arange(len(first_R)), passed_R)
+        ended = first_doc[row] + np.arange(len(row)) - np.repeat(np.cumsum(passed_R) - passed_R, passed_R)
+        lap = ended >= num_docs
+        end_column = self._ends[ended - num_docs * lap] + n * lap - first_R[row]
+        steps = np.zeros((len(first_R), width), np.int64)
+        np.add.at(steps, (row, end_column), 1)  # empty documents end where the next does: add, not set
+        return first_doc[:, None] + np.cumsum(steps, axis=1)
 
 
 def row_fields(tokens_RxW: np.ndarray, doc_ids_RxW: np.ndarray, *, objective: str) -> dict[str, np.ndarray]:
@@ -101,20 +141,22 @@ def row_fields(tokens_RxW: np.ndarray, doc_ids_RxW: np.ndarray, *, objective: st
     if objective == "causal":
         inputs, targets = tokens_RxW[:, :-1], tokens_RxW[:, 1:]
         docs = doc_ids_RxW[:, :-1]
-        weights = (doc_ids_RxW[:, 1:] == docs) & (docs != PAD_DOC)
+        weights = ((doc_ids_RxW[:, 1:] == docs) & (docs != PAD_DOC)).astype(np.float32)
     else:
         inputs, targets, docs = tokens_RxW, tokens_RxW, doc_ids_RxW
-        weights = np.zeros(docs.shape, bool)
+        weights = np.zeros(docs.shape, np.float32)
     starts = np.ones(docs.shape, bool)
-    starts[:, 1:] = docs[:, 1:] != docs[:, :-1]
+    np.not_equal(docs[:, 1:], docs[:, :-1], out=starts[:, 1:])
     padding = docs == PAD_DOC
-    segment_ids = np.where(padding, 0, np.cumsum(starts, axis=1))
-    index = np.arange(docs.shape[1])
+    segment_ids = np.cumsum(starts, axis=1, dtype=np.int32)
+    segment_ids[padding] = 0
+    index = np.arange(docs.shape[1], dtype=np.int32)
     positions = index - np.maximum.accumulate(np.where(starts, index, 0), axis=1)
+    positions[padding] = 0
     return {
         "inputs": inputs.astype(np.int32),
         "targets": targets.astype(np.int32),
-        "weights": weights.astype(np.float32),
-        "positions": np.where(padding, 0, positions).astype(np.int32),
-        "segment_ids": segment_ids.astype(np.int32),
+        "weights": weights,
+        "positions": positions,
+        "segment_ids": segment_ids,
     }

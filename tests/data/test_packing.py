@@ -162,3 +162,14 @@ def test_num_rows_edges():
                                                                          objective="mlm", pad_id=PAD)
     assert (tokens_RxW == PAD).all() and (doc_ids_RxW == PAD_DOC).all()
     assert PAD_DOC < 0
+
+
+@pytest.mark.parametrize("objective", ["causal", "mlm"])
+def test_documents_of_specials_only(objective):
+    stream = _stream([[], [], []], objective)
+    want_tokens, want_doc_ids = _naive_stream([[], [], []], objective, False, False)
+    for offset in (0, 1, 2):
+        got = row_fields(*_all_rows(stream, 2, objective, offset), objective=objective)
+        want = _naive_fields(want_tokens, want_doc_ids, 2, objective, offset)
+        for key, value in want.items():
+            np.testing.assert_array_equal(got[key], value, err_msg=f"{key} offset={offset}")
