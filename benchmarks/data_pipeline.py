@@ -5,7 +5,8 @@
 Corpora: ../shared/data/tinyshakespeare.txt (when present) and a synthetic-but-realistic text of
 --megabytes: word bigrams drawn from real English (CPython's docs and the Shakespeare text), one
 document per line with lengths like web pages. For each it trains a sentencepiece BPE tokenizer, then
-times `build_data` reading and tokenizing the corpus into the workdir cache, then serving batches in
+times `build_data` reading and tokenizing the corpus into the workdir cache (best of three, each from
+scratch), then serving batches in
 gpt2_small's shape (causal, rows of 1024) and bert_base's (masked LM, rows of 512; and BERT's sentence
 pairs with next-sentence labels, data.next_sentence, on paragraphs or lines). The target is 10x
 what a gpt2_small train step consumes on one H100 (about 2e5 tokens/s), so 2e6 tokens/s.
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import pathlib
+import shutil
 import sys
 import tempfile
 import time
@@ -92,11 +94,16 @@ def measure(name: str, path: str, document: str, args: argparse.Namespace, workd
                            val_fraction=0.0 if objective == "pairs" else 0.005, next_sentence=objective == "pairs")
         config.data.tokenizer.path = tokenizer_path
         config.eval.max_batches = 1
-        start = time.perf_counter()
-        data = build_data(config, workdir=os.path.join(workdir, name))
-        build_seconds = time.perf_counter() - start
+        seconds = []
+        for _ in range(3 if objective == "causal" else 1):
+            if objective == "causal":  # tokenize afresh: no token cache, and a new tokenizer's cold chunk cache
+                shutil.rmtree(os.path.join(workdir, name, "data_cache"), ignore_errors=True)
+            start = time.perf_counter()
+            data = build_data(config, workdir=os.path.join(workdir, name))
+            seconds.append(time.perf_counter() - start)
+        build_seconds = min(seconds)  # tokenizing: the best of three, as for serving below
         tokens = data.train.num_tokens
-        if objective == "causal":  # the first build tokenized and cached; the mlm build reuses the cache
+        if objective == "causal":  # the mlm build then reuses the token cache
             result.update(tokens=tokens, tokenize_tokens_per_s=round(tokens / build_seconds),
                           mb_per_s=round(result["megabytes"] / build_seconds, 2))
         elif objective == "mlm":
