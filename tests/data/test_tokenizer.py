@@ -309,6 +309,20 @@ def test_encode_flat_without_chunks_where_they_would_not_be_exact(documents, tmp
     assert spaces._newline_id is not None  # lines still split: no piece but "\n" holds a newline
 
 
+def test_lines_not_split_where_a_piece_spans_a_newline(documents, tmp_path):
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(documents[0].split("\n")), model_writer=model,
+                                   vocab_size=300, model_type="bpe", pad_id=0, unk_id=1, bos_id=2, eos_id=3,
+                                   user_defined_symbols=["<mask>", "\n", "e\nT"], minloglevel=2,
+                                   normalization_rule_name="identity", add_dummy_prefix=False,
+                                   remove_extra_whitespaces=False)
+    (tmp_path / "newline.model").write_bytes(model.getvalue())
+    spanning = SentencePieceTokenizer.load(str(tmp_path / "newline.model"))
+    assert spanning._newline_id is None and spanning._chunk_cache is None
+    texts = ["one line\nThe next", "e\nT", "plain"]
+    assert spanning.encode_batch(texts) == [spanning.encode(text) for text in texts]
+
+
 # The chunks `_chunk_starts` must find: a newline, or spaces ("▁" counted as one) and what follows up to the
 # next space or newline.
 CHUNK = re.compile("\n|[ \u2581]*[^ \u2581\n]*")
