@@ -289,18 +289,23 @@ def test_encode_flat_from_cached_chunks_equals_encode(sp_tokenizer, documents, m
     assert len(small._chunk_cache._index) == 7
 
 
+def _identity_bpe_with(documents, tmp_path, piece):
+    """A BPE model trained elsewhere, normalizing nothing as ours do, with one extra user-defined `piece`."""
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(documents[0].split("\n")), model_writer=model,
+                                   vocab_size=300, model_type="bpe", pad_id=0, unk_id=1, bos_id=2, eos_id=3,
+                                   user_defined_symbols=["<mask>", "\n", piece], minloglevel=2,
+                                   normalization_rule_name="identity", add_dummy_prefix=False,
+                                   remove_extra_whitespaces=False)
+    (tmp_path / "extra.model").write_bytes(model.getvalue())
+    return SentencePieceTokenizer.load(str(tmp_path / "extra.model"))
+
+
 def test_encode_flat_without_chunks_where_they_would_not_be_exact(documents, tmp_path):
     texts = VARIED + documents[:10]
     unigram = SentencePieceTokenizer.train(documents[:20], vocab_size=400, model_type="unigram")
     # A model trained elsewhere may hold pieces with spaces inside ("▁of▁the"): chunks could split them.
-    model = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(documents[0].split("\n")), model_writer=model,
-                                   vocab_size=300, model_type="bpe", pad_id=0, unk_id=1, bos_id=2, eos_id=3,
-                                   user_defined_symbols=["<mask>", "\n", "▁of▁the"], minloglevel=2,
-                                   normalization_rule_name="identity", add_dummy_prefix=False,
-                                   remove_extra_whitespaces=False)
-    (tmp_path / "spaces.model").write_bytes(model.getvalue())
-    spaces = SentencePieceTokenizer.load(str(tmp_path / "spaces.model"))
+    spaces = _identity_bpe_with(documents, tmp_path, "▁of▁the")
     for tokenizer in (unigram, spaces, CharTokenizer.train(documents)):
         assert getattr(tokenizer, "_chunk_cache", None) is None
         ids, lengths = tokenizer.encode_flat(texts)
@@ -310,14 +315,7 @@ def test_encode_flat_without_chunks_where_they_would_not_be_exact(documents, tmp
 
 
 def test_lines_not_split_where_a_piece_spans_a_newline(documents, tmp_path):
-    model = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(documents[0].split("\n")), model_writer=model,
-                                   vocab_size=300, model_type="bpe", pad_id=0, unk_id=1, bos_id=2, eos_id=3,
-                                   user_defined_symbols=["<mask>", "\n", "e\nT"], minloglevel=2,
-                                   normalization_rule_name="identity", add_dummy_prefix=False,
-                                   remove_extra_whitespaces=False)
-    (tmp_path / "newline.model").write_bytes(model.getvalue())
-    spanning = SentencePieceTokenizer.load(str(tmp_path / "newline.model"))
+    spanning = _identity_bpe_with(documents, tmp_path, "e\nT")
     assert spanning._newline_id is None and spanning._chunk_cache is None
     texts = ["one line\nThe next", "e\nT", "plain"]
     assert spanning.encode_batch(texts) == [spanning.encode(text) for text in texts]
