@@ -75,7 +75,7 @@ def mask_tokens(tokens_BxL: np.ndarray, *, seed: int, step: int, example_ids_B: 
     is_special_V, candidates = _vocab_tables(vocab_size, tuple(sorted(special_ids)))
     bits_BxL = slot_bits((MASK_STREAM, seed, step), example_ids_B, tokens_BxL.shape[1])
     # The top 24 bits k give u = k / 2**24, uniform in [0, 1); u < mask_prob chooses the token, and where
-    # in [0, mask_prob) it falls picks mask / random / keep. u < x is compared as k < ceil(x * 2**24).
+    # in [0, mask_prob) it falls picks mask / random / keep; u < x in float32 is k < _threshold(x).
     # The low 32 bits pick the random id (Lemire's multiply-shift: bias below len(candidates) / 2**32).
     k_BxL = bits_BxL >> np.uint64(40)
     chosen_BxL = (k_BxL < _threshold(mask_prob)) & ~is_special_V[tokens_BxL]
@@ -90,5 +90,8 @@ def mask_tokens(tokens_BxL: np.ndarray, *, seed: int, step: int, example_ids_B: 
 
 
 def _threshold(probability: float) -> np.uint64:
-    """The k in [0, 2**24] with (top 24 bits < k) exactly when their u = bits / 2**24 is below `probability`."""
-    return np.uint64(min(max(math.ceil(probability * 2**24), 0), 2**24))
+    """The k in [0, 2**24] with (top 24 bits < k) exactly when u = bits / 2**24 < `probability` in float32.
+
+    float32, because masks were drawn by comparing a float32 u with the Python float, which numpy does in
+    float32: this keeps every run's masks bit for bit."""
+    return np.uint64(min(max(math.ceil(float(np.float32(probability)) * 2**24), 0), 2**24))

@@ -58,6 +58,7 @@ class FramedStream:
 
     def gather(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(tokens, doc_ids) at stream `positions` (any shape, each in [0, N))."""
+        positions = np.asarray(positions)
         doc = np.searchsorted(self._ends, positions, side="right")
         tokens = self._content_at(positions - self._shift[doc])
         tokens[positions == self._bos_at[doc]] = self._bos_id
@@ -69,7 +70,8 @@ class FramedStream:
         the ends) for the caller to overwrite."""
         if not len(self._content):  # documents of specials only
             return np.zeros(np.shape(index), np.int32)
-        return np.take(self._content, index, mode="clip").astype(np.int32, copy=False)
+        # asarray: a plain writable array even from a memmap, or from a 0-d index's numpy scalar.
+        return np.asarray(np.take(self._content, index, mode="clip"), np.int32)
 
     def tokens(self) -> tuple[np.ndarray, np.ndarray]:
         """(tokens_N, doc_ids_N): the whole framed stream, for small streams and tests."""

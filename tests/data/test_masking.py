@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from jaxlm.data.masking import mask_tokens
+from jaxlm.data.masking import MASK_STREAM, _threshold, mask_tokens, slot_bits
 
 VOCAB, MASK, SPECIALS = 1000, 4, frozenset(range(5))
 
@@ -71,3 +71,26 @@ def test_deterministic_per_seed_step_and_example():
         np.testing.assert_array_equal(a[5:6], b)
     swapped = _mask(tokens[[5, 2]], step=3, example_ids=np.array([5, 2]))
     np.testing.assert_array_equal(swapped[0], first[0][[5, 2]])
+
+
+@pytest.mark.parametrize("mask_prob", [0.15, 0.45, 0.7, 0.9, 0.123456789, 1.0])
+def test_choice_is_a_float32_compare_of_the_slot_bits(mask_prob):
+    """Slot l of row b is chosen when u = (its top 24 bits) / 2**24 < mask_prob in float32, masked when
+    u < 0.8 mask_prob, kept as it is from 0.9 mask_prob: the definition masks have always had."""
+    tokens = np.full((64, 512), 100, np.int32)
+    inputs, _, weights = _mask(tokens, step=3, seed=5, mask_prob=mask_prob)
+    u = (slot_bits((MASK_STREAM, 5, 3), np.arange(64), 512) >> np.uint64(40)).astype(np.float32) * np.float32(2**-24)
+    chosen = u < np.float32(mask_prob)
+    kept = chosen & ~(u < np.float32(mask_prob * (0.8 + 0.1)))
+    np.testing.assert_array_equal(weights == 1, chosen)
+    np.testing.assert_array_equal(inputs == MASK, u < np.float32(mask_prob * 0.8))  # random ids are never MASK
+    assert (inputs[~chosen | kept] == 100).all()
+
+
+def test_thresholds_split_the_24_bit_values_where_float32_does():
+    """k < _threshold(p) exactly when k / 2**24 < p in float32, at the edge itself, for many p."""
+    for p in [*np.random.default_rng(0).random(3000).tolist(), 0.15, 0.45, 0.7, 0.95, 0.0, 1.0]:
+        edge = int(_threshold(p))
+        for k in (edge - 1, edge):
+            if 0 <= k < 2**24:
+                assert (np.float32(k) * np.float32(2**-24) < np.float32(p)) == (k < edge), (p, k)

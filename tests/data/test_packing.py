@@ -173,3 +173,17 @@ def test_documents_of_specials_only(objective):
         want = _naive_fields(want_tokens, want_doc_ids, 2, objective, offset)
         for key, value in want.items():
             np.testing.assert_array_equal(got[key], value, err_msg=f"{key} offset={offset}")
+
+
+def test_gather_takes_any_shape_and_memmaps(tmp_path):
+    docs = [np.arange(5, 9), np.arange(20, 23)]
+    content = np.concatenate(docs).astype(np.int32)
+    content.tofile(tmp_path / "tokens")
+    mapped = np.memmap(tmp_path / "tokens", np.int32, mode="r", shape=content.shape)
+    stream = FramedStream(mapped, [4, 3], objective="mlm", bos_id=BOS, eos_id=EOS)
+    tokens, doc_ids = stream.tokens()
+    for position in (0, 3, 6, len(tokens) - 1):
+        token, doc = stream.gather(position)
+        assert (int(token), int(doc)) == (tokens[position], doc_ids[position])
+    rows, _ = stream.rows(np.arange(2), seq_len=5, objective="mlm", pad_id=PAD)
+    assert type(rows) is np.ndarray and rows.flags.writeable  # batches are plain arrays, not views of the file
