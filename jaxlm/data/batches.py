@@ -86,17 +86,12 @@ class TrainBatches:
         rows = host_slice(self.batch_size, process_index, process_count)
         rows_B = step * self.batch_size + np.arange(rows.start, rows.stop)
         epochs_B, index_B = np.divmod(rows_B, self.num_rows)
-        if epochs_B[0] == epochs_B[-1]:  # the usual batch lies inside one epoch
-            fields = self._rows(int(epochs_B[0]), index_B)
-        else:
-            fields = {}
-            for epoch in np.unique(epochs_B).tolist():
-                here = epochs_B == epoch
-                part = self._rows(epoch, index_B[here])
-                for key, value in part.items():
-                    if key not in fields:
-                        fields[key] = np.empty((len(rows_B), *value.shape[1:]), value.dtype)
-                    fields[key][here] = value
+        # The rows are consecutive, so each epoch's are one run (a batch spans two at the epoch's end).
+        cuts = np.flatnonzero(np.diff(epochs_B)) + 1
+        parts = [self._rows(int(epochs[0]), index)
+                 for epochs, index in zip(np.split(epochs_B, cuts), np.split(index_B, cuts))]
+        fields = parts[0] if len(parts) == 1 else {key: np.concatenate([part[key] for part in parts])
+                                                   for key in parts[0]}
         if self._masker:
             fields["inputs"], fields["targets"], fields["weights"] = self._masker(
                 fields["inputs"], seed=self._seed, step=step, example_ids_B=rows_B)

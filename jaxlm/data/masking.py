@@ -11,21 +11,13 @@ import numpy as np
 # The first word hashed into every row's key, kept apart from the data-order stream (2) and pairing (3).
 MASK_STREAM = 1
 _MASK_SHARE, _RANDOM_SHARE = 0.8, 0.1  # Of the chosen tokens; the remaining 10% stay unchanged.
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # splitmix64's increment: 2**64 / the golden ratio, odd
+_GOLDEN = 0x9E3779B97F4A7C15  # splitmix64's increment: 2**64 / the golden ratio, odd
 _MASK64 = 2**64 - 1
 
 
-def _mix64(z: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser, elementwise on uint64: a bijection that spreads every input bit over all 64.
-
-    Arrays only: numpy wraps uint64 array products silently (scalars would warn on overflow)."""
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
-def _mix64_int(z: int) -> int:
-    """`_mix64` of one Python int in [0, 2**64): the same bits, without numpy's per-call cost."""
+def _mix64(z: int | np.ndarray) -> int | np.ndarray:
+    """splitmix64's finaliser, on a Python int in [0, 2**64) or elementwise on uint64: a bijection that
+    spreads every input bit over all 64. Python ints are reduced by the mask; arrays wrap on their own."""
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
     return z ^ (z >> 31)
@@ -37,11 +29,11 @@ def slot_bits(words: tuple[int, ...], rows_B: np.ndarray, length: int) -> np.nda
     A counter-based generator (splitmix64 over a hashed key): one numpy pass over the batch, where a
     `np.random.default_rng` per row costs about 50 us in seeding alone. Negative words and rows are
     taken modulo 2**64."""
-    key = 0
+    key = 0  # the words' part in Python ints: numpy's per-call cost would dominate on scalars
     for word in words:
-        key = _mix64_int(((key ^ (int(word) % 2**64)) + int(_GOLDEN)) & _MASK64)
+        key = _mix64(((key ^ (int(word) % 2**64)) + _GOLDEN) & _MASK64)
     rows_B = np.array([row % 2**64 for row in np.asarray(rows_B).tolist()], np.uint64)
-    key_B = _mix64((np.uint64(key) ^ rows_B) + _GOLDEN)
+    key_B = _mix64((rows_B ^ key) + _GOLDEN)
     return _mix64(key_B[:, None] + _slot_offsets(length)[None, :])
 
 

@@ -60,18 +60,18 @@ class FramedStream:
         """(tokens, doc_ids) at stream `positions` (any shape, each in [0, N))."""
         positions = np.asarray(positions)
         doc = np.searchsorted(self._ends, positions, side="right")
-        tokens = self._content_at(positions - self._shift[doc])
+        return self._tokens_at(positions, doc), doc.astype(np.int32)
+
+    def _tokens_at(self, positions: np.ndarray, doc: np.ndarray) -> np.ndarray:
+        """Tokens (int32, a new plain array) at stream `positions` of documents `doc` (same shape)."""
+        if len(self._content):  # a special's position reads a neighbour (clipped at the ends), overwritten below
+            # asarray: a plain writable array even from a memmap, or from a 0-d index's numpy scalar.
+            tokens = np.asarray(np.take(self._content, positions - self._shift[doc], mode="clip"), np.int32)
+        else:  # documents of specials only
+            tokens = np.zeros(np.shape(positions), np.int32)
         tokens[positions == self._bos_at[doc]] = self._bos_id
         tokens[positions == self._eos_at[doc]] = self._eos_id
-        return tokens, doc.astype(np.int32)
-
-    def _content_at(self, index: np.ndarray) -> np.ndarray:
-        """Content tokens at `index` (int32, a new array); a special's slot reads a neighbour (clipped at
-        the ends) for the caller to overwrite."""
-        if not len(self._content):  # documents of specials only
-            return np.zeros(np.shape(index), np.int32)
-        # asarray: a plain writable array even from a memmap, or from a 0-d index's numpy scalar.
-        return np.asarray(np.take(self._content, index, mode="clip"), np.int32)
+        return tokens
 
     def tokens(self) -> tuple[np.ndarray, np.ndarray]:
         """(tokens_N, doc_ids_N): the whole framed stream, for small streams and tests."""
@@ -100,9 +100,7 @@ class FramedStream:
         second_lap = doc_RxW >= num_docs
         doc = doc_RxW - num_docs * second_lap
         position_RxW -= n * second_lap
-        tokens = self._content_at(position_RxW - self._shift[doc])
-        tokens[position_RxW == self._bos_at[doc]] = self._bos_id
-        tokens[position_RxW == self._eos_at[doc]] = self._eos_id
+        tokens = self._tokens_at(position_RxW, doc)
         doc_ids = doc_RxW.astype(np.int32)
         if (valid_R < width).any():  # only the last row holds padding
             past_end = np.arange(width) >= valid_R[:, None]
