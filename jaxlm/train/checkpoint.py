@@ -203,16 +203,29 @@ def restore_params(path: str, step: int | None = None, shardings: dict | None = 
     elif step not in steps:
         raise CheckpointError(f"{directory} has no complete checkpoint at step {step}; it has "
                               f"{', '.join(map(str, sorted(steps)))}")
-    shapes = checkpointer.saved_params_shapes(step)
-    device = jax.local_devices()[0]
-    abstract = jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-        shapes, shardings if shardings is not None
-        else jax.tree.map(lambda _: jax.sharding.SingleDeviceSharding(device), shapes))
-    restored = checkpointer.restore(step, abstract)
-    checkpointer.close()
+    try:
+        shapes = checkpointer.saved_params_shapes(step)
+        device = jax.local_devices()[0]
+        abstract = jax.tree.map(
+            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+            shapes, shardings if shardings is not None
+            else jax.tree.map(lambda _: jax.sharding.SingleDeviceSharding(device), shapes))
+        restored = checkpointer.restore(step, abstract)
+    except Exception as error:  # missing, truncated or foreign files: Orbax raises many kinds
+        raise unreadable_checkpoint(directory, step, steps, error) from error
+    finally:
+        checkpointer.close()
     config = ml_collections.ConfigDict(json.loads(restored.meta["config"]))
     return config, jax.tree.map(np.asarray, restored.params) if shardings is None else restored.params, step
+
+
+def unreadable_checkpoint(directory: str, step: int, steps: list[int], error: Exception) -> CheckpointError:
+    """The error for a committed checkpoint whose files do not read, pointing at the older ones."""
+    older = [s for s in steps if s < step]
+    hint = (f"choose an older complete checkpoint (step {', '.join(map(str, older))})" if older
+            else "there is no older complete checkpoint to use instead")
+    return CheckpointError(f"checkpoint {step} in {directory} cannot be read ({type(error).__name__}: "
+                           f"{str(error).splitlines()[0][:200] if str(error) else 'no detail'}); {hint}")
 
 
 def _read_only_config() -> ml_collections.ConfigDict:

@@ -1,6 +1,8 @@
 """The Checkpointer alone: a failed save is one clear error and leaves the older checkpoint intact."""
 
 import errno
+import os
+import shutil
 
 import jax.numpy as jnp
 import ml_collections
@@ -46,3 +48,26 @@ def test_restore_params_names_what_is_missing(tmp_path):
     checkpointer.close()
     with pytest.raises(CheckpointError, match="no complete checkpoint at step 5; it has 3"):
         restore_params(str(tmp_path), step=5)
+
+
+def test_restore_params_of_an_unreadable_checkpoint_names_it_and_the_older_ones(tmp_path):
+    checkpointer = Checkpointer(str(tmp_path / "checkpoints"), CONFIG)
+    for step in (1, 2):
+        checkpointer.save(step, {"w": jnp.full(2, float(step))}, {"c": jnp.zeros(())}, _meta(step))
+        checkpointer.wait()
+    checkpointer.close()
+    shutil.rmtree(tmp_path / "checkpoints" / "2" / "params")  # committed, but its arrays are gone
+    with pytest.raises(CheckpointError, match=r"checkpoint 2 in .* cannot be read \(KeyError: .*\); "
+                                              r"choose an older complete checkpoint \(step 1\)"):
+        restore_params(str(tmp_path))
+    _, restored, step = restore_params(str(tmp_path), step=1)
+    assert step == 1 and restored["w"].tolist() == [1.0, 1.0]
+
+    shutil.rmtree(tmp_path / "checkpoints" / "2")
+    for name in os.listdir(tmp_path / "checkpoints" / "1" / "params"):
+        path = tmp_path / "checkpoints" / "1" / "params" / name
+        if path.is_file():
+            path.write_bytes(b"garbage!")
+    with pytest.raises(CheckpointError, match="checkpoint 1 in .* cannot be read .*; there is no older "
+                                              "complete checkpoint to use instead"):
+        restore_params(str(tmp_path))

@@ -213,3 +213,17 @@ def test_restore_from_starts_a_new_run_from_weights(tmp_path):
     bad = _run(tmp_path / "third", "--config.train.steps=6", "--config.model.width=64",
                f"--config.checkpoint.restore_from={tmp_path / 'first'}")
     assert bad.returncode == 2 and "there but (2, 64, 4, 16) in this run's model" in bad.stderr
+
+
+def test_restore_from_an_unreadable_checkpoint_names_it_and_the_older_ones(tmp_path):
+    _two_checkpoints(tmp_path / "first")
+    for path in glob.glob(str(tmp_path / "first" / "checkpoints" / "8" / "params" / "*")):
+        if os.path.isfile(path):
+            with open(path, "r+b") as f:
+                f.truncate(8)
+    result = _run(tmp_path / "second", "--config.train.steps=6",
+                  f"--config.checkpoint.restore_from={tmp_path / 'first'}")
+    assert result.returncode == 2
+    assert "checkpoint 8 in " in result.stderr and "cannot be read" in result.stderr
+    assert "choose an older complete checkpoint (step 4)" in result.stderr
+    assert "Traceback" not in result.stderr
