@@ -1,6 +1,7 @@
 """Every benchmark script runs and prints its figures, at toy sizes (the commands in RESULTS.md and README.md
 must not rot). The figures themselves are measurements, reported in benchmarks/RESULTS.md, never asserted."""
 
+import json
 import os
 import subprocess
 import sys
@@ -57,3 +58,35 @@ def test_nanogpt_reference_scores_both_ways():
     out = _run("nanogpt_reference.py", f"--data={SHAKESPEARE}", "--steps=5", "--estimates=2", "--seeds=0")
     assert "vocabulary 65" in out
     assert "seed 0 | whole validation split " in out and "nanoGPT's 20-batch estimate" in out
+    assert "PyTorch: " in out and "20-batch estimates at or below 1.89" in out
+
+
+@pytest.mark.skipif(not os.path.exists(SHAKESPEARE), reason=f"needs the shared data file {SHAKESPEARE}")
+def test_nanogpt_reference_scores_a_jaxlm_run_as_jaxlm_does(tmp_path):
+    """A jaxlm run, exported and read by transformers, scores its own whole-split val loss in PyTorch."""
+    workdir = tmp_path / "run"
+    subprocess.run([sys.executable, "run_pretrain.py", "--config=configs/shakespeare_char.py",
+                    f"--config.data.path={SHAKESPEARE}", "--config.train.steps=20", "--config.eval.every=20",
+                    "--config.train.warmup_steps=2", "--config.sample.num_tokens=0", "--config.mesh.cpu_devices=1",
+                    f"--workdir={workdir}"], cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"},
+                   check=True, capture_output=True, timeout=600)
+    with open(workdir / "metrics.jsonl") as f:
+        jaxlm_val_loss = [json.loads(line) for line in f if "val_loss" in line][-1]["val_loss"]
+    out = _run("nanogpt_reference.py", f"--data={SHAKESPEARE}", "--seeds=", f"--jaxlm_workdirs={workdir}",
+               "--estimates=2")
+    line = next(line for line in out.splitlines() if line.startswith(f"jaxlm {workdir} (seed 0) |"))
+    whole_split = float(line.split("whole validation split ")[1].split()[0])
+    # The same windows but at the split's end, where jaxlm also scores the last 52 characters and the closing
+    # eos: 2e-4 apart after 2,000 steps.
+    assert whole_split == pytest.approx(jaxlm_val_loss, abs=2e-3)
+    assert "jaxlm: " in out and "20-batch estimates at or below 1.89" in out
+
+
+def test_nanogpt_reference_refuses_a_workdir_that_is_not_a_shakespeare_char_run(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"seed": 0, "model": {"family": "llama"}, "data": {"tokenizer": {"kind": "bpe"}}}))
+    result = subprocess.run([sys.executable, os.path.join("benchmarks", "nanogpt_reference.py"), "--seeds=",
+                             f"--jaxlm_workdirs={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2
+    assert f"{tmp_path} is a llama run with a bpe tokenizer; give configs/shakespeare_char.py" in result.stderr
