@@ -15,9 +15,14 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from jaxlm.config import exit_on_recipe_error, parse_flags_or_exit  # no jax yet: split_cpu comes first
+
 _CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
-config_flags.DEFINE_config_file("config", os.path.join(_CONFIGS, "default.py"),
-                                "Recipe file; override fields with --config.FIELD=VALUE.")
+try:
+    config_flags.DEFINE_config_file("config", os.path.join(_CONFIGS, "default.py"),
+                                    "Recipe file; override fields with --config.FIELD=VALUE.")
+except Exception as error:  # config_flags reads the default recipe and its overrides here already
+    exit_on_recipe_error(error)
 flags.DEFINE_string("workdir", None, "Where the run writes its tokenizer, metrics and checkpoints "
                     "(default: runs/<config name>).")
 flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
@@ -45,14 +50,14 @@ def main(argv: list[str]) -> None:
                flags.FLAGS.process_id)
 
     from jaxlm.data import DataError
-    from jaxlm.train import CheckpointError, Preempted, TrainingError, WorkdirBusyError, run
+    from jaxlm.train import CheckpointError, Preempted, TrainingError, WorkdirError, run
 
     config_path = flags.FLAGS["config"].config_filename
     workdir = flags.FLAGS.workdir or os.path.join(
         "runs", os.path.splitext(os.path.basename(config_path))[0])
     try:
         run(flags.FLAGS.config, workdir, recipe=config_path)
-    except (ConfigError, DataError, CheckpointError, WorkdirBusyError) as error:
+    except (ConfigError, DataError, CheckpointError, WorkdirError) as error:  # busy included
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     except TrainingError as error:
@@ -64,4 +69,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags_or_exit)

@@ -32,7 +32,7 @@ import time
 import jax
 import ml_collections
 
-from jaxlm.config import ConfigError, validate
+from jaxlm.config import ConfigError, parse_flags_or_exit, validate
 from jaxlm.flops import StepFlops, train_step_flops
 from jaxlm.model import model_config_from
 from jaxlm.parallel import make_mesh
@@ -305,20 +305,6 @@ def main(argv: list[str]) -> None:
         sys.exit(1)
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
-    """absl's parse, but a missing or unreadable recipe or a bad override exits 2 like any bad config."""
-    from absl import flags
-
-    try:
-        argv = flags.FLAGS(argv)
-        flags.FLAGS.config.to_dict()  # config_flags loads the recipe lazily: fail here, not mid-run
-        return argv
-    except Exception as error:  # whatever a broken recipe file or override raises
-        print(f"error: cannot read the recipe or an override: {type(error).__name__}: {error}",
-              file=sys.stderr)
-        sys.exit(2)
-
-
 if __name__ == "__main__":
     from absl import app, flags
     from ml_collections import config_flags
@@ -327,4 +313,4 @@ if __name__ == "__main__":
     flags.DEFINE_string("topology", None, "TPU slice: v5p-128, v5e-16 (= v5litepod-16), v4-32, v6e-8, or "
                         "generation:shape such as v5e:4x4.")
     flags.mark_flags_as_required(["config", "topology"])
-    app.run(main, flags_parser=_parse_flags)
+    app.run(main, flags_parser=parse_flags_or_exit)

@@ -237,6 +237,36 @@ def objective(config: ml_collections.ConfigDict) -> str:
     return "mlm" if config.model.family == "bert" else "causal"
 
 
+def parse_flags_or_exit(argv: list[str]) -> list[str]:
+    """absl's flag parse for a command with a `--config` recipe flag (`app.run(main, flags_parser=...)`).
+
+    A missing or broken recipe file or a bad `--config.FIELD=VALUE` override is one line on stderr and
+    exit status 2, like any bad config, instead of a traceback from config_flags.
+    """
+    from absl import flags
+
+    try:
+        argv = flags.FLAGS(argv)
+        flags.FLAGS.config.to_dict()  # config_flags loads the recipe lazily: fail here, not mid-run
+        return argv
+    except Exception as error:  # whatever a broken recipe file or override raises
+        exit_on_recipe_error(error)
+
+
+def exit_on_recipe_error(error: Exception) -> None:
+    """One line naming a recipe or override that config_flags could not read; exit status 2."""
+    import re
+    import sys
+
+    detail = " ".join(str(error).split())  # config_flags' messages span several indented lines
+    unknown = re.fullmatch(r"\"?'(\w+)'\"?", detail)  # how it names a field an override sets that is not there
+    detail = f"the recipe has no field '{unknown[1]}'" if unknown else f"{type(error).__name__}: {detail}"
+    print(f"error: --config: cannot read the recipe or an override ({detail}); "
+          "give a recipe file such as configs/default.py and overrides of its fields as --config.FIELD=VALUE",
+          file=sys.stderr)
+    sys.exit(2)
+
+
 def load_recipe(path: str) -> ml_collections.ConfigDict:
     """The config a recipe file's get_config() returns."""
     spec = importlib.util.spec_from_file_location("jaxlm_recipe", path)
