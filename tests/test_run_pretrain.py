@@ -61,6 +61,25 @@ def test_missing_corpus_exits_2_naming_the_path(tmp_path):
     assert "config.data.path" in result.stderr and str(missing) in result.stderr
 
 
+def test_a_missing_recipe_or_an_unknown_field_exits_2_with_one_line(tmp_path):
+    missing = _run(f"--config={tmp_path / 'nope.py'}")
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+    assert missing.stderr.startswith("error: --config: cannot read the recipe") and "nope.py" in missing.stderr
+    unknown = _run("--config.model.no_such_field=3")
+    assert unknown.returncode == 2 and len(unknown.stderr.strip().splitlines()) == 1
+    assert "(the recipe has no field 'no_such_field')" in unknown.stderr
+
+
+def test_a_workdir_that_is_a_file_exits_2_naming_it(tmp_path):
+    (tmp_path / "taken").write_text("not a folder")
+    result = _run(f"--workdir={tmp_path / 'taken'}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: workdir {tmp_path / 'taken'} is a file, not a folder; give the path of a folder (it is "
+        "created if missing)")
+    assert (tmp_path / "taken").read_text() == "not a folder"
+
+
 def test_diverging_loss_stops_with_exit_3_naming_the_step(tmp_path):
     result = _run(*TINY, "--config.data.tokenizer.kind=char", "--config.train.learning_rate=1e30",
                   "--config.train.warmup_steps=0", "--config.train.clip_norm=0.0",

@@ -11,8 +11,27 @@ import jax
 from jax.experimental import multihost_utils
 
 
-class WorkdirBusyError(RuntimeError):
+class WorkdirError(RuntimeError):
+    """The workdir cannot be used: not a folder, not writable, or held by another run."""
+
+
+class WorkdirBusyError(WorkdirError):
     """Another run holds the workdir's lock."""
+
+
+def make_workdir(workdir: str) -> None:
+    """Creates the workdir (and its parents) unless it exists; WorkdirError names what is in the way."""
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except FileExistsError as error:
+        raise WorkdirError(f"workdir {workdir} is a file, not a folder; give the path of a folder (it is "
+                           "created if missing)") from error
+    except NotADirectoryError as error:
+        raise WorkdirError(f"workdir {workdir}: a part of that path is a file, not a folder; give the path "
+                           "of a folder (it is created if missing)") from error
+    except OSError as error:
+        raise WorkdirError(f"workdir {workdir}: cannot create it ({error.strerror}); give a folder you can "
+                           "write to") from error
 
 
 class WorkdirLock:

@@ -27,7 +27,7 @@ from jaxlm.parallel import make_mesh
 from jaxlm.train import partition
 from jaxlm.train.checkpoint import (Checkpointer, CheckpointError, checkpoint_dir, now_iso,
                                     tokenizer_record, unreadable_checkpoint)
-from jaxlm.train.guards import StopSignals, WorkdirLock
+from jaxlm.train.guards import StopSignals, WorkdirLock, make_workdir
 from jaxlm.train.mfu import flops_per_token, mfu, peak_flops
 from jaxlm.train.progress import Progress, eval_line, format_duration
 from jaxlm.train.step import TrainState
@@ -179,7 +179,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, recipe: str | None =
     (from jaxlm/config.py's defaults when None).
     """
     config_lib.validate(config)
-    os.makedirs(workdir, exist_ok=True)
+    make_workdir(workdir)
     with WorkdirLock(workdir) if _is_main() else contextlib.nullcontext(), StopSignals() as stop:
         return _run(config, workdir, stop, recipe)
 
