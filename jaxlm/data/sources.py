@@ -95,6 +95,7 @@ class _FileSource(Source):
         self.pattern = pattern
         self.field = f"{field}={pattern!r}"
         self.files = _matching_files(pattern, field)
+        self._warned: set[str] = set()  # files whose undecodable bytes were reported
         stats = [os.stat(path) for path in self.files]
         self.identity = {"kind": kind, **settings, "files": [
             [os.path.abspath(path), stat.st_size, stat.st_mtime_ns] for path, stat in zip(self.files, stats)]}
@@ -121,7 +122,8 @@ class _FileSource(Source):
         for path in self.files:
             before = self.replaced
             yield from self._file_documents(path)
-            if self.replaced > before:
+            if self.replaced > before and path not in self._warned:  # once, not on every pass over the file
+                self._warned.add(path)
                 log.warning("%s: %d undecodable byte sequence(s) replaced with U+FFFD (file is not valid UTF-8)",
                             path, self.replaced - before)
 

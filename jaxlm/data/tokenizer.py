@@ -507,6 +507,11 @@ def build_tokenizer(config: ml_collections.ConfigDict, source: Source, workdir: 
             log.warning("The tokenizer cached in %s is unreadable (%s); training a new one", cache, e)
 
     documents = itertools.islice(source.documents(), max_documents or None)
+    first = next(documents, None)
+    if first is None:  # say so here, not as sentencepiece's complaint about an empty sample
+        raise DataError(f"{source.field}: holds no text (not one non-empty document) to train a tokenizer on; "
+                        "point it at data that holds text")
+    documents = itertools.chain([first], documents)
     if spec.kind == "char":
         tokenizer = CharTokenizer.train(documents)
     else:

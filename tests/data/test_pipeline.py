@@ -195,11 +195,14 @@ def test_lines_with_separate_validation_files(tmp_path):
                                           workdir=None).fingerprint  # the validation text does not decide training
 
 
-def test_jsonl_with_undecodable_bytes_and_max_documents(tmp_path):
+def test_jsonl_with_undecodable_bytes_and_max_documents(tmp_path, caplog):
     records = [json.dumps({"text": f"document number {i} " * 5, "id": i}) for i in range(300)]
     (tmp_path / "a.jsonl").write_bytes("\n".join(records).encode() + b'\n{"text": "bad \xff byte"}\n')
-    data = build_data(_config(source="jsonl", path=str(tmp_path / "a.jsonl"), tokenizer__kind="char"))
+    with caplog.at_level(logging.WARNING):
+        data = build_data(_config(source="jsonl", path=str(tmp_path / "a.jsonl"), tokenizer__kind="char"))
     assert "301 document(s)" in data.summary and "1 undecodable byte sequence(s) replaced" in data.summary
+    # Read twice (tokenizer, then tokens), reported once.
+    assert caplog.text.count("undecodable byte sequence(s) replaced with U+FFFD") == 1
     bounded = build_data(_config(source="jsonl", path=str(tmp_path / "a.jsonl"), tokenizer__kind="char",
                                  max_documents=250))
     assert "250 document(s)" in bounded.summary and "replaced with U+FFFD" not in bounded.summary
@@ -209,8 +212,9 @@ def test_empty_corpus_names_the_path(tmp_path):
     (tmp_path / "empty1.txt").write_text("", encoding="utf-8")
     (tmp_path / "empty2.txt").write_text("", encoding="utf-8")
     pattern = str(tmp_path / "empty*.txt")
-    with pytest.raises(DataError, match=r"config.data.path=.*empty\*.txt.*holds no text"):
-        build_data(_config(source="text", path=pattern, tokenizer__kind="char"))
+    for kind in ("char", "sentencepiece"):  # not sentencepiece's own complaint about an empty sample
+        with pytest.raises(DataError, match=r"config.data.path=.*empty\*.txt.*holds no text"):
+            build_data(_config(source="text", path=pattern, tokenizer__kind=kind))
 
 
 def test_long_documents_are_split_and_counted(tmp_path):
