@@ -137,6 +137,10 @@ def main(argv: list[str]) -> int:
     if (args.workdir is None) == (args.from_hf is None):
         print("error: give exactly one of --workdir (export a run) and --from_hf (import)", file=sys.stderr)
         return 2
+    if "://" not in args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
+        print(f"error: --out={args.out} is a file, not a folder; give a folder (it is created if missing)",
+              file=sys.stderr)
+        return 2
     try:
         if args.workdir is not None:
             print(export_run(args.workdir, args.step, args.out, int(args.max_shard_mb * 2**20)))
@@ -144,6 +148,10 @@ def main(argv: list[str]) -> int:
             print(import_hf(args.from_hf, args.out))
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # an unwritable --out, a full disk: name the file, keep the traceback out
+        print(f"error: {e.filename or args.out}: {e.strerror or e}; check the path and free space and run "
+              "the same command again", file=sys.stderr)
         return 2
     return 0
 

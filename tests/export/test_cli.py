@@ -31,6 +31,12 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert "missing: no such directory" in errors[0] and "no complete checkpoint" in errors[1]
     assert "no config.json" in errors[2] and "exactly one of --workdir" in errors[3]
     assert generate._main([f"--workdir={tmp_path / 'missing'}"]) == 2
+    capsys.readouterr()
+    (tmp_path / "a_file").write_text("mine")
+    assert main([f"--workdir={tmp_path}", f"--out={tmp_path / 'a_file'}"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: --out={tmp_path / 'a_file'} is a file, not a folder; give a folder (it is created if missing)")
+    assert (tmp_path / "a_file").read_text() == "mine"
 
 
 def _train(workdir, recipe: str = "default.py", *flags: str) -> str:
