@@ -219,11 +219,21 @@ def restore_params(path: str, step: int | None = None, shardings: dict | None = 
     return config, jax.tree.map(np.asarray, restored.params) if shardings is None else restored.params, step
 
 
-def unreadable_checkpoint(directory: str, step: int, steps: list[int], error: Exception) -> CheckpointError:
-    """The error for a committed checkpoint whose files do not read, pointing at the older ones."""
+def unreadable_checkpoint(directory: str, step: int, steps: list[int], error: Exception, *,
+                          restore_from: bool = False) -> CheckpointError:
+    """The error for a committed checkpoint whose files do not read, pointing at the older ones.
+
+    `restore_from`: the reader always takes the newest step, so the way to an older one is to move this
+    one aside; otherwise the caller can name a step.
+    """
     older = [s for s in steps if s < step]
-    hint = (f"choose an older complete checkpoint (step {', '.join(map(str, older))})" if older
-            else "there is no older complete checkpoint to use instead")
+    if not older:
+        hint = "there is no older complete checkpoint to use instead"
+    elif restore_from:
+        hint = f"move {directory}/{step} out of that folder to start from step {older[0]}"
+    else:
+        hint = (f"choose an older complete step ({', '.join(map(str, older))}; --step=N in python -m "
+                "jaxlm.export and jaxlm.generate)")
     return CheckpointError(f"checkpoint {step} in {directory} cannot be read ({type(error).__name__}: "
                            f"{str(error).splitlines()[0][:200] if str(error) else 'no detail'}); {hint}")
 

@@ -378,7 +378,7 @@ def _start_from(config: ml_collections.ConfigDict, trainer: Trainer) -> TrainSta
     try:
         saved = dict(jax.tree_util.tree_leaves_with_path(other.saved_params_shapes(steps[0])))
     except Exception as error:  # missing or unreadable metadata: Orbax raises many kinds
-        raise unreadable_checkpoint(other.directory, steps[0], steps, error) from error
+        raise unreadable_checkpoint(other.directory, steps[0], steps, error, restore_from=True) from error
     for path, wanted in jax.tree_util.tree_leaves_with_path(trainer.abstract_params):
         if path not in saved or saved[path].shape != wanted.shape:
             found = saved[path].shape if path in saved else "nothing"
@@ -391,7 +391,7 @@ def _start_from(config: ml_collections.ConfigDict, trainer: Trainer) -> TrainSta
             None if config.checkpoint.params_only
             else with_shardings(trainer.abstract_state.opt_state, trainer.state_sharding.opt_state))
     except Exception as error:  # truncated or missing array files
-        raise unreadable_checkpoint(other.directory, steps[0], steps, error) from error
+        raise unreadable_checkpoint(other.directory, steps[0], steps, error, restore_from=True) from error
     finally:
         other.close()
     _say(f"start | weights from {other.directory} step {restored.step}"
