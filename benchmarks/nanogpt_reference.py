@@ -16,8 +16,12 @@ the same code, and the last lines count how often one 20-batch estimate lands at
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
@@ -118,8 +122,6 @@ def _score(model, val_ids: np.ndarray, eval_seed: int, estimates: int) -> dict:
 
 def _jaxlm_seed(workdir: str) -> int:
     """The seed of a jaxlm shakespeare_char run, after checking that the workdir holds one."""
-    import json
-
     try:
         with open(f"{workdir}/config.json", encoding="utf-8") as f:
             config = json.load(f)
@@ -137,10 +139,6 @@ def _jaxlm_run(workdir: str, text: str):
     The model and the ids come from the exported directory (`transformers`' own loaders), so the same
     scorer reads both frameworks' models.
     """
-    import subprocess
-    import sys
-    import tempfile
-
     import transformers
     from transformers import AutoTokenizer, GPT2LMHeadModel
 
@@ -159,8 +157,6 @@ def _jaxlm_run(workdir: str, text: str):
 
 def _fail(message: str) -> None:
     """Bad input: one line on stderr, exit status 2 (the project's convention)."""
-    import sys
-
     print(f"nanogpt_reference: {message}", file=sys.stderr)
     sys.exit(2)
 

@@ -10,12 +10,13 @@ restore is reported and the one before it is used.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import datetime
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import jax
 import ml_collections
@@ -125,8 +126,7 @@ class Checkpointer:
                 restored = self.restore(step, abstract_params, abstract_opt_state)
             except Exception as error:  # truncated or unreadable files: fall back to an older step
                 skipped.append(step)
-                report(f"checkpoint {step} cannot be restored ({type(error).__name__}: "
-                       f"{str(error).splitlines()[0][:200]}); trying an older one")
+                report(f"checkpoint {step} cannot be restored ({_cause(error)}); trying an older one")
                 continue
             for bad in skipped:
                 report(f"checkpoint {bad} moved to {self._set_aside(bad)} (kept for inspection; the run "
@@ -204,38 +204,49 @@ def restore_params(path: str, step: int | None = None, shardings: dict | None = 
         raise CheckpointError(f"{directory} has no complete checkpoint at step {step}; it has "
                               f"{', '.join(map(str, sorted(steps)))}")
     try:
-        shapes = checkpointer.saved_params_shapes(step)
+        with reading_step(directory, step, steps):
+            shapes = checkpointer.saved_params_shapes(step)
         device = jax.local_devices()[0]
         abstract = jax.tree.map(
             lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
             shapes, shardings if shardings is not None
             else jax.tree.map(lambda _: jax.sharding.SingleDeviceSharding(device), shapes))
-        restored = checkpointer.restore(step, abstract)
-    except Exception as error:  # missing, truncated or foreign files: Orbax raises many kinds
-        raise unreadable_checkpoint(directory, step, steps, error) from error
+        with reading_step(directory, step, steps):
+            restored = checkpointer.restore(step, abstract)
     finally:
         checkpointer.close()
     config = ml_collections.ConfigDict(json.loads(restored.meta["config"]))
     return config, jax.tree.map(np.asarray, restored.params) if shardings is None else restored.params, step
 
 
-def unreadable_checkpoint(directory: str, step: int, steps: list[int], error: Exception, *,
-                          restore_from: bool = False) -> CheckpointError:
-    """The error for a committed checkpoint whose files do not read, pointing at the older ones.
+@contextlib.contextmanager
+def reading_step(directory: str, step: int, steps: list[int], *,
+                 restore_from: bool = False) -> Iterator[None]:
+    """Whatever Orbax raises while reading committed `step` (missing, truncated or foreign files) becomes
+    one CheckpointError naming the step, the cause and the older steps to use instead.
 
-    `restore_from`: the reader always takes the newest step, so the way to an older one is to move this
+    `restore_from`: that reader always takes the newest step, so the way to an older one is to move this
     one aside; otherwise the caller can name a step.
     """
-    older = [s for s in steps if s < step]
-    if not older:
-        hint = "there is no older complete checkpoint to use instead"
-    elif restore_from:
-        hint = f"move {directory}/{step} out of that folder to start from step {older[0]}"
-    else:
-        hint = (f"choose an older complete step ({', '.join(map(str, older))}; --step=N in python -m "
-                "jaxlm.export and jaxlm.generate)")
-    return CheckpointError(f"checkpoint {step} in {directory} cannot be read ({type(error).__name__}: "
-                           f"{str(error).splitlines()[0][:200] if str(error) else 'no detail'}); {hint}")
+    try:
+        yield
+    except Exception as error:  # Orbax raises many kinds
+        older = [s for s in steps if s < step]
+        if not older:
+            hint = "there is no older complete checkpoint to use instead"
+        elif restore_from:
+            hint = f"move {directory}/{step} out of that folder to start from step {older[0]}"
+        else:
+            hint = (f"choose an older complete step ({', '.join(map(str, older))}; --step=N in python -m "
+                    "jaxlm.export and jaxlm.generate)")
+        raise CheckpointError(f"checkpoint {step} in {directory} cannot be read ({_cause(error)}); "
+                              f"{hint}") from error
+
+
+def _cause(error: Exception) -> str:
+    """`Type: first line of the message`, short enough for a one-line report."""
+    lines = str(error).splitlines()
+    return f"{type(error).__name__}: {lines[0][:200] if lines else 'no detail'}"
 
 
 def _read_only_config() -> ml_collections.ConfigDict:

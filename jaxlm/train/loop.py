@@ -26,7 +26,7 @@ from jaxlm.model import model_config_from
 from jaxlm.parallel import make_mesh
 from jaxlm.train import partition
 from jaxlm.train.checkpoint import (Checkpointer, CheckpointError, checkpoint_dir, now_iso,
-                                    tokenizer_record, unreadable_checkpoint)
+                                    reading_step, tokenizer_record)
 from jaxlm.train.guards import StopSignals, WorkdirLock, make_workdir
 from jaxlm.train.mfu import flops_per_token, mfu, peak_flops
 from jaxlm.train.progress import Progress, eval_line, format_duration
@@ -372,26 +372,23 @@ def _start_from(config: ml_collections.ConfigDict, trainer: Trainer) -> TrainSta
     """A fresh run whose parameters (and, unless params_only, optimizer and step) come from elsewhere."""
     source = config.checkpoint.restore_from
     other = Checkpointer(checkpoint_dir(source), config.checkpoint, read_only=True)
-    steps = other.complete_steps()
-    if not steps:
-        raise CheckpointError(f"checkpoint.restore_from={source!r}: no complete checkpoint there")
     try:
-        saved = dict(jax.tree_util.tree_leaves_with_path(other.saved_params_shapes(steps[0])))
-    except Exception as error:  # missing or unreadable metadata: Orbax raises many kinds
-        raise unreadable_checkpoint(other.directory, steps[0], steps, error, restore_from=True) from error
-    for path, wanted in jax.tree_util.tree_leaves_with_path(trainer.abstract_params):
-        if path not in saved or saved[path].shape != wanted.shape:
-            found = saved[path].shape if path in saved else "nothing"
-            raise CheckpointError(f"checkpoint.restore_from={source!r}: parameter "
-                                  f"{jax.tree_util.keystr(path)} is {found} there but {wanted.shape} "
-                                  "in this run's model; the model fields must match")
-    try:
-        restored = other.restore(
-            steps[0], with_shardings(trainer.abstract_params, trainer.params_sharding),
-            None if config.checkpoint.params_only
-            else with_shardings(trainer.abstract_state.opt_state, trainer.state_sharding.opt_state))
-    except Exception as error:  # truncated or missing array files
-        raise unreadable_checkpoint(other.directory, steps[0], steps, error, restore_from=True) from error
+        steps = other.complete_steps()
+        if not steps:
+            raise CheckpointError(f"checkpoint.restore_from={source!r}: no complete checkpoint there")
+        with reading_step(other.directory, steps[0], steps, restore_from=True):
+            saved = dict(jax.tree_util.tree_leaves_with_path(other.saved_params_shapes(steps[0])))
+        for path, wanted in jax.tree_util.tree_leaves_with_path(trainer.abstract_params):
+            if path not in saved or saved[path].shape != wanted.shape:
+                found = saved[path].shape if path in saved else "nothing"
+                raise CheckpointError(f"checkpoint.restore_from={source!r}: parameter "
+                                      f"{jax.tree_util.keystr(path)} is {found} there but {wanted.shape} "
+                                      "in this run's model; the model fields must match")
+        with reading_step(other.directory, steps[0], steps, restore_from=True):
+            restored = other.restore(
+                steps[0], with_shardings(trainer.abstract_params, trainer.params_sharding),
+                None if config.checkpoint.params_only
+                else with_shardings(trainer.abstract_state.opt_state, trainer.state_sharding.opt_state))
     finally:
         other.close()
     _say(f"start | weights from {other.directory} step {restored.step}"
