@@ -20,9 +20,10 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from jaxlm.model import model_config_from
-from jaxlm.parallel import make_mesh
-from jaxlm.train.checkpoint import Checkpointer
+from jaxlm.config import model_config
+from jaxlm.parallel.mesh import make_mesh
+from jaxlm.runs.checkpoint import Checkpointer
+from jaxlm.runs.meta import CheckpointMeta
 from jaxlm.train.trainer import make_trainer
 
 config_flags.DEFINE_config_file("config", "configs/gpt2_small.py", "Recipe whose state to save.")
@@ -39,7 +40,7 @@ def main(_) -> None:
     config.mesh.update(preset="dp", data=1, fsdp=1, tensor=1)
     config.data.batch_size, config.train.grad_accum_steps = 1, 1
     vocab = config.model.vocab_size if config.model.vocab_size > 0 else config.data.tokenizer.vocab_size
-    trainer = make_trainer(config, model_config_from(config, vocab), make_mesh(config.mesh, jax.devices()[:1]))
+    trainer = make_trainer(config, model_config(config, vocab), make_mesh(config.mesh, jax.devices()[:1]))
     state = trainer.init_state(0)
     params = sum(x.size for x in jax.tree.leaves(state.params))
     print(f"state: {params / 1e6:.1f}M parameters, "
@@ -47,11 +48,13 @@ def main(_) -> None:
 
     directory = tempfile.mkdtemp(prefix="jaxlm-ckpt-bench-")
     try:
-        checkpointer = Checkpointer(os.path.join(directory, "checkpoints"), config.checkpoint)
+        checkpointer = Checkpointer(os.path.join(directory, "checkpoints"), keep=config.checkpoint.keep,
+                                    async_save=config.checkpoint.async_save)
         waits, writes = [], []
         for step in range(1, flags.FLAGS.saves + 1):
             start = time.perf_counter()
-            checkpointer.save(step, state.params, state.opt_state, {"state": {"step": step}})
+            checkpointer.save(step, state.params, state.opt_state,
+                              CheckpointMeta(step=step, config_json=config.to_json_best_effort(), saved_at=""))
             waits.append(time.perf_counter() - start)
             checkpointer.wait()
             writes.append(time.perf_counter() - start)

@@ -20,9 +20,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from jaxlm.config import base_config  # noqa: E402
-from jaxlm.model import model_config_from  # noqa: E402
-from jaxlm.parallel import make_mesh  # noqa: E402
+from jaxlm.config import base_config, model_config  # noqa: E402
+from jaxlm.parallel.mesh import make_mesh  # noqa: E402
 from jaxlm.train.trainer import make_trainer, with_shardings  # noqa: E402
 
 flags.DEFINE_list("layers", ["12", "48"], "Depths to compile.")
@@ -41,7 +40,7 @@ def time_compile(num_layers: int) -> tuple[float, float]:
                         vocab_size=f.vocab_size)
     config.data.update(seq_len=f.seq_len, batch_size=f.batch_size)
     mesh = make_mesh(config.mesh, jax.devices()[:1])
-    trainer = make_trainer(config, model_config_from(config, f.vocab_size), mesh)
+    trainer = make_trainer(config, model_config(config, f.vocab_size), mesh)
     state = with_shardings(trainer.abstract_state, trainer.state_sharding)
     start = time.perf_counter()
     lowered = trainer.train_step.lower(state, trainer.abstract_batch(f.batch_size, f.seq_len))

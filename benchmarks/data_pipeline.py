@@ -28,9 +28,10 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from jaxlm.config import base_config  # noqa: E402
-from jaxlm.data import build_data  # noqa: E402
+from jaxlm.config import data_arguments  # noqa: E402
+from jaxlm.data.pipeline import build_data  # noqa: E402
 from jaxlm.data.sources import TextSource, builtin_documents  # noqa: E402
-from jaxlm.data.tokenizer import SentencePieceTokenizer  # noqa: E402
+from jaxlm.data.sentencepiece_tokenizer import SentencePieceTokenizer  # noqa: E402
 
 SHAKESPEARE = pathlib.Path(__file__).resolve().parents[2] / "shared/data/tinyshakespeare.txt"
 TARGET = 2e6  # tokens/s: 10x a gpt2_small step's appetite on one H100
@@ -99,7 +100,7 @@ def measure(name: str, path: str, document: str, args: argparse.Namespace, workd
             if objective == "causal":  # tokenize afresh: no token cache, and a new tokenizer's cold chunk cache
                 shutil.rmtree(os.path.join(workdir, name, "data_cache"), ignore_errors=True)
             start = time.perf_counter()
-            data = build_data(config, workdir=os.path.join(workdir, name))
+            data = build_data(config.data, **data_arguments(config), cache_dir=os.path.join(workdir, name))
             seconds.append(time.perf_counter() - start)
         build_seconds = min(seconds)  # tokenizing: the best of three, as for serving below
         tokens = data.train.num_tokens

@@ -31,9 +31,10 @@ from flax import nnx
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from jaxlm import generate  # noqa: E402
-from jaxlm.export import to_hf  # noqa: E402
-from jaxlm.model import Transformer, model_config_from  # noqa: E402
+from jaxlm.generate import decode as generate  # noqa: E402
+from jaxlm.export.convert import to_hf  # noqa: E402
+from jaxlm.config import model_config  # noqa: E402
+from jaxlm.model.transformer import Transformer  # noqa: E402
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 _BUCKET = 32
@@ -47,7 +48,7 @@ def gpt2_small(num_layers: int = 0):
     sys.path.insert(0, str(CONFIGS))
     import gpt2_small as recipe
 
-    cfg = model_config_from(recipe.get_config(), vocab_size=recipe.get_config().model.vocab_size)
+    cfg = model_config(recipe.get_config(), vocab_size=recipe.get_config().model.vocab_size)
     cfg = dataclasses.replace(cfg, dtype="float32")  # the recipe's bfloat16 is slow on a CPU
     if num_layers:
         cfg = dataclasses.replace(cfg, num_layers=num_layers)

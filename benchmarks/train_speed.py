@@ -95,15 +95,16 @@ def run_jaxlm(config) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from jaxlm.model import model_config_from
-    from jaxlm.parallel import make_mesh
+    from jaxlm.config import model_config
+    from jaxlm.parallel.mesh import make_mesh
+    from jaxlm.model.flops import train_step_flops
     from jaxlm.train import mfu
     from jaxlm.train.trainer import make_trainer
 
     devices = jax.local_devices()
     device = devices[0]
     vocab = _vocab(config)
-    model_cfg = model_config_from(config, vocab)
+    model_cfg = model_config(config, vocab)
     trainer = make_trainer(config, model_cfg, make_mesh(config.mesh, devices))
     tokens_BxL1 = _synthetic_tokens(config, vocab)
     B, L = config.data.batch_size, config.data.seq_len
@@ -111,7 +112,7 @@ def run_jaxlm(config) -> dict:
              "weights": np.ones((B, L), np.float32),
              "positions": np.broadcast_to(np.arange(L, dtype=np.int32), (B, L)),
              "segment_ids": np.ones((B, L), np.int32)}
-    batch = jax.device_put(batch, trainer.batch_sharding)
+    batch = {k: jax.device_put(v, trainer.batch_shardings[k]) for k, v in batch.items()}
     state = trainer.init_state(config.seed)
 
     start = time.perf_counter()
@@ -127,7 +128,7 @@ def run_jaxlm(config) -> dict:
         return metrics["loss"]
 
     times = _time_steps(step, lambda loss: loss.block_until_ready())
-    flops_per_step = mfu.flops_per_token(model_cfg, trainer.abstract_params, L) * B * L
+    flops_per_step = train_step_flops(model_cfg, B, L).total
     # A table peak is per chip; the CPU's measured peak is the whole host's, however it is split.
     peak = ((mfu.peak_flops(device) or 0) * len(devices)
             or (_cpu_matmul_peak() if device.platform == "cpu" else None))

@@ -1,25 +1,42 @@
-"""The run configuration: every field, its default and its meaning, and the checks made at start.
+"""The run configuration: every field, its default and its meaning, and the checks of its values.
 
 Recipes in `configs/` call `base_config()` and set only what differs, so this file is the one table
-of what a field means. `validate(config)` runs before anything is built; a bad value raises
-`ConfigError` naming the field, which `run_pretrain.py` prints as one line and exits with status 2.
+of what a field means. `validate(config)` checks that the values describe a run that can be built and
+compiled (nothing is read from disk: a missing corpus is the data pipeline's to report); a bad value
+raises `ConfigError` naming the field, which the commands print as one line with exit status 2.
+`model_config` turns the model section into the model's own `ModelConfig`, resolving every -1.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import json
+import math
 import os
 
 import ml_collections
 
-FAMILIES = ("gpt2", "llama", "bert")
+from jaxlm.data.sources import DOCUMENT_UNITS, SOURCES
+from jaxlm.data.tokenizer import MODEL_TYPES, TOKENIZER_KINDS
+from jaxlm.errors import ConfigError
+from jaxlm.model.config import ATTENTION_KERNELS, DTYPES, FAMILIES, REMAT, ModelConfig, default_mlp_dim
+
+__all__ = ["ConfigError", "base_config", "check_vocab", "config_from_json", "data_arguments", "flatten", "load_recipe", "model_config",
+           "objective", "sibling_recipe", "validate"]
+
+# The choices of the sections this file's callers implement (jaxlm.train); the model's and the data's
+# choices come from those packages.
+BIASES = ("family", "none")
+DECAYS = ("cosine", "linear", "constant")
+CROSS_ENTROPIES = ("plain", "vocab_parallel")
+# The fields that decide which parameters a model has and their shapes: a checkpoint restores only into
+# a run that agrees on all of them.
+PARAMETER_FIELDS = ("model.family", "model.num_layers", "model.width", "model.num_heads", "model.num_kv_heads",
+                    "model.mlp_dim", "model.max_len", "model.vocab_size", "model.biases", "data.next_sentence")
 
 
-class ConfigError(ValueError):
-    """A config field holds a value the run cannot use; the message names the field."""
-
-
-def base_config() -> ml_collections.ConfigDict:
+def base_config() -> ml_collections.ConfigDict:  # long: the one table, a line per field
     """Every field a run reads, with defaults for a small causal model on the built-in corpus."""
     c = ml_collections.ConfigDict()
     c.seed = 0  # Seeds parameter init, data order, MLM masking and dropout.
@@ -130,6 +147,13 @@ def _get(config: ml_collections.ConfigDict, field: str):
     return node
 
 
+def _number(config: ml_collections.ConfigDict, field: str, why: str, ok) -> None:
+    """A real, finite number for which `ok` holds (NaN and infinities fail every bound)."""
+    value = _get(config, field)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
+        _fail(field, value, why)
+
+
 def _choice(config: ml_collections.ConfigDict, field: str, choices: tuple[str, ...]) -> None:
     value = _get(config, field)
     if value not in choices:
@@ -137,32 +161,42 @@ def _choice(config: ml_collections.ConfigDict, field: str, choices: tuple[str, .
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-    """Raises ConfigError for the first field whose value the run cannot use."""
-    _choice(config, "model.family", FAMILIES)
-    _choice(config, "data.source", ("builtin", "text", "jsonl", "tfds"))
-    _choice(config, "data.document", ("file", "line", "paragraph"))
-    _choice(config, "data.tokenizer.kind", ("sentencepiece", "char"))
-    _choice(config, "data.tokenizer.model_type", ("bpe", "unigram", "char"))
-    _choice(config, "model.dtype", ("float32", "bfloat16"))
-    _choice(config, "model.remat", ("none", "full", "dots"))
-    _choice(config, "model.attention", ("xla", "cudnn", "splash"))
-    _choice(config, "model.biases", ("family", "none"))
-    _choice(config, "train.decay", ("cosine", "linear", "constant"))
-    _positive(config, "data.seq_len", "data.batch_size", "model.num_layers", "model.width",
-              "model.num_heads", "model.scan_unroll", "train.steps", "train.grad_accum_steps",
-              "log.every")
-    if config.data.source in ("text", "jsonl") and not config.data.path:
-        _fail("data.path", config.data.path, f'data.source="{config.data.source}" needs a file or glob to read')
-    if config.data.source == "tfds" and not config.data.tfds_name:
-        _fail("data.tfds_name", config.data.tfds_name, 'data.source="tfds" needs a TFDS dataset name, e.g. "lm1b"')
-    if config.data.source in ("jsonl", "tfds") and not config.data.text_field:
-        _fail("data.text_field", config.data.text_field, f'data.source="{config.data.source}" needs the text field')
-    if not isinstance(config.data.max_documents, int) or config.data.max_documents < 0:
-        _fail("data.max_documents", config.data.max_documents, "must be an integer >= 0 (0 = all)")
-    if not isinstance(config.data.prefetch, int) or config.data.prefetch < 0:
-        _fail("data.prefetch", config.data.prefetch, "must be an integer >= 0 (0 = none)")
+    """Raises ConfigError for the first field whose value the run cannot use (nothing is read from disk)."""
+    _validate_data(config)
+    _validate_model(config)
+    _validate_training(config)
 
-    m = config.model
+
+def _validate_data(config: ml_collections.ConfigDict) -> None:
+    d = config.data
+    _choice(config, "data.source", SOURCES)
+    _choice(config, "data.document", DOCUMENT_UNITS)
+    _choice(config, "data.tokenizer.kind", TOKENIZER_KINDS)
+    _choice(config, "data.tokenizer.model_type", MODEL_TYPES)
+    _positive(config, "data.seq_len", "data.batch_size")
+    if not isinstance(d.max_documents, int) or d.max_documents < 0:
+        _fail("data.max_documents", d.max_documents, "must be an integer >= 0 (0 = all)")
+    if not isinstance(d.prefetch, int) or d.prefetch < 0:
+        _fail("data.prefetch", d.prefetch, "must be an integer >= 0 (0 = none)")
+    if not 0.0 <= d.val_fraction < 1.0:
+        _fail("data.val_fraction", d.val_fraction, "must be in [0, 1)")
+    if not 0.0 < d.mask_prob < 1.0:
+        _fail("data.mask_prob", d.mask_prob, "must be in (0, 1)")
+    if d.next_sentence and config.model.family != "bert":
+        _fail("data.next_sentence", d.next_sentence,
+              f'next-sentence prediction is a bert objective; model.family="{config.model.family}" is causal')
+    if d.tokenizer.kind == "sentencepiece" and not d.tokenizer.path:
+        _positive(config, "data.tokenizer.vocab_size", "data.tokenizer.max_sentences")
+
+
+def _validate_model(config: ml_collections.ConfigDict) -> None:
+    m, seq_len = config.model, config.data.seq_len
+    _choice(config, "model.family", FAMILIES)
+    _choice(config, "model.dtype", DTYPES)
+    _choice(config, "model.remat", REMAT)
+    _choice(config, "model.attention", ATTENTION_KERNELS)
+    _choice(config, "model.biases", BIASES)
+    _positive(config, "model.num_layers", "model.width", "model.num_heads", "model.scan_unroll")
     if m.width % m.num_heads:
         _fail("model.num_heads", m.num_heads, f"does not divide model.width={m.width}")
     kv_heads = m.num_heads if m.num_kv_heads == -1 else m.num_kv_heads
@@ -172,56 +206,43 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _fail("model.num_heads", m.num_heads, "RoPE needs an even head dimension width/num_heads")
     if m.mlp_dim != -1 and (not isinstance(m.mlp_dim, int) or m.mlp_dim <= 0):
         _fail("model.mlp_dim", m.mlp_dim, "must be a positive integer (or -1)")
-    if m.max_len != -1 and (not isinstance(m.max_len, int) or m.max_len < config.data.seq_len):
-        _fail("model.max_len", m.max_len, f"must be >= data.seq_len={config.data.seq_len} (or -1)")
+    if m.max_len != -1 and (not isinstance(m.max_len, int) or m.max_len < seq_len):
+        _fail("model.max_len", m.max_len, f"must be >= data.seq_len={seq_len} (or -1)")
     if m.vocab_size != -1 and (not isinstance(m.vocab_size, int) or m.vocab_size <= 0):
         _fail("model.vocab_size", m.vocab_size, "must be a positive integer (or -1 for the tokenizer's)")
     if not 0.0 <= m.dropout < 1.0:
         _fail("model.dropout", m.dropout, "must be in [0, 1)")
     if m.attention == "cudnn" and m.dtype != "bfloat16":
         _fail("model.attention", m.attention, "cuDNN flash attention needs model.dtype=bfloat16")
-    if m.attention == "splash" and config.data.seq_len % 128:
-        _fail("model.attention", m.attention,
-              f"splash attention needs data.seq_len a multiple of 128, got {config.data.seq_len}")
+    if m.attention == "splash" and seq_len % 128:
+        _fail("model.attention", m.attention, f"splash attention needs data.seq_len a multiple of 128, got {seq_len}")
 
-    if config.data.batch_size % config.train.grad_accum_steps:
-        _fail("data.batch_size", config.data.batch_size,
-              f"is not divisible by train.grad_accum_steps={config.train.grad_accum_steps}")
-    if not 0.0 <= config.data.val_fraction < 1.0:
-        _fail("data.val_fraction", config.data.val_fraction, "must be in [0, 1)")
-    if not 0.0 < config.data.mask_prob < 1.0:
-        _fail("data.mask_prob", config.data.mask_prob, "must be in (0, 1)")
-    if config.data.next_sentence and m.family != "bert":
-        _fail("data.next_sentence", config.data.next_sentence,
-              f'next-sentence prediction is a bert objective; model.family="{m.family}" is causal')
-    if config.data.tokenizer.kind == "sentencepiece" and not config.data.tokenizer.path:
-        _positive(config, "data.tokenizer.vocab_size", "data.tokenizer.max_sentences")
 
+def _validate_training(config: ml_collections.ConfigDict) -> None:
     t = config.train
-    if t.learning_rate <= 0:
-        _fail("train.learning_rate", t.learning_rate, "must be > 0")
+    _choice(config, "train.decay", DECAYS)
+    _choice(config, "train.cross_entropy", CROSS_ENTROPIES)
+    _positive(config, "train.steps", "train.grad_accum_steps", "log.every", "checkpoint.keep")
+    if config.data.batch_size % t.grad_accum_steps:
+        _fail("data.batch_size", config.data.batch_size,
+              f"is not divisible by train.grad_accum_steps={t.grad_accum_steps}")
+    _number(config, "train.learning_rate", "must be > 0 and finite", lambda x: x > 0)
     if not 0 <= t.warmup_steps <= t.steps:
         _fail("train.warmup_steps", t.warmup_steps, f"must be in [0, train.steps={t.steps}]")
-    if t.end_learning_rate < 0:
-        _fail("train.end_learning_rate", t.end_learning_rate, "must be >= 0")
-    if t.weight_decay < 0:
-        _fail("train.weight_decay", t.weight_decay, "must be >= 0")
-    if t.clip_norm < 0:
-        _fail("train.clip_norm", t.clip_norm, "must be >= 0 (0 = off)")
-    if config.eval.every < 0:
-        _fail("eval.every", config.eval.every, "must be >= 0 (0 = only at the end)")
-    if config.eval.max_batches < 0:
-        _fail("eval.max_batches", config.eval.max_batches, "must be >= 0 (0 = the whole split)")
-    _choice(config, "train.cross_entropy", ("plain", "vocab_parallel"))
-    if not 0 <= config.train.stop_at <= t.steps:
-        _fail("train.stop_at", config.train.stop_at, f"must be in [0, train.steps={t.steps}] (0 = off)")
-    if config.checkpoint.every < 0:
-        _fail("checkpoint.every", config.checkpoint.every, "must be >= 0 (0 = only at the end)")
-    _positive(config, "checkpoint.keep")
+    _number(config, "train.end_learning_rate", "must be >= 0 and finite", lambda x: x >= 0)
+    _number(config, "train.b1", "must be in [0, 1)", lambda x: 0 <= x < 1)
+    _number(config, "train.b2", "must be in [0, 1)", lambda x: 0 <= x < 1)
+    _number(config, "train.eps", "must be > 0 and finite", lambda x: x > 0)
+    _number(config, "train.weight_decay", "must be >= 0 and finite", lambda x: x >= 0)
+    _number(config, "train.clip_norm", "must be >= 0 and finite (0 = off)", lambda x: x >= 0)
+    if not 0 <= t.stop_at <= t.steps:
+        _fail("train.stop_at", t.stop_at, f"must be in [0, train.steps={t.steps}] (0 = off)")
+    for field, meaning in (("eval.every", "0 = only at the end"), ("eval.max_batches", "0 = the whole split"),
+                           ("checkpoint.every", "0 = only at the end"), ("checkpoint.keep_every", "0 = none")):
+        if _get(config, field) < 0:
+            _fail(field, _get(config, field), f"must be >= 0 ({meaning})")
     if not isinstance(config.mesh.cpu_devices, int) or config.mesh.cpu_devices < 0:
         _fail("mesh.cpu_devices", config.mesh.cpu_devices, "must be an integer >= 0 (0 = JAX's default)")
-    if config.checkpoint.keep_every < 0:
-        _fail("checkpoint.keep_every", config.checkpoint.keep_every, "must be >= 0 (0 = none)")
 
 
 def check_vocab(config: ml_collections.ConfigDict, tokenizer_vocab_size: int) -> None:
@@ -237,34 +258,65 @@ def objective(config: ml_collections.ConfigDict) -> str:
     return "mlm" if config.model.family == "bert" else "causal"
 
 
-def parse_flags_or_exit(argv: list[str]) -> list[str]:
-    """absl's flag parse for a command with a `--config` recipe flag (`app.run(main, flags_parser=...)`).
+def data_arguments(config: ml_collections.ConfigDict) -> dict:
+    """What the data pipeline takes from outside the data section: objective, seed, validation batches."""
+    return {"objective": objective(config), "seed": config.seed, "max_val_batches": config.eval.max_batches}
 
-    A missing or broken recipe file or a bad `--config.FIELD=VALUE` override is one line on stderr and
-    exit status 2, like any bad config, instead of a traceback from config_flags.
+
+def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> ModelConfig:
+    """The ModelConfig of a run whose tokenizer has `vocab_size` ids: every -1 of the model section resolved.
+
+    num_kv_heads -1 = num_heads; mlp_dim -1 = the family's rule; max_len -1 = data.seq_len; vocab_size -1
+    = the tokenizer's. `data.next_sentence` adds BERT's pooler and next-sentence head.
     """
-    from absl import flags
+    m = config.model
+    family = ModelConfig.for_family(m.family, vocab_size=1, width=1, num_layers=1, num_heads=1, num_kv_heads=1,
+                                    mlp_dim=1, max_len=1)
+    resolved = dataclasses.replace(
+        family,
+        vocab_size=vocab_size if m.vocab_size == -1 else m.vocab_size,
+        width=m.width,
+        num_layers=m.num_layers,
+        num_heads=m.num_heads,
+        num_kv_heads=m.num_heads if m.num_kv_heads == -1 else m.num_kv_heads,
+        mlp_dim=default_mlp_dim(family.ffn, m.width) if m.mlp_dim == -1 else m.mlp_dim,
+        max_len=config.data.seq_len if m.max_len == -1 else m.max_len,
+        dropout=m.dropout,
+        dtype=m.dtype,
+        remat=m.remat,
+        attention=m.attention,
+        scan_unroll=m.scan_unroll,
+        next_sentence_head=bool(config.data.next_sentence),
+    )
+    if m.biases == "none":  # nanoGPT's bias=False
+        resolved = dataclasses.replace(resolved, use_bias=False)
+    return resolved
 
-    try:
-        argv = flags.FLAGS(argv)
-        flags.FLAGS.config.to_dict()  # config_flags loads the recipe lazily: fail here, not mid-run
-        return argv
-    except Exception as error:  # whatever a broken recipe file or override raises
-        exit_on_recipe_error(error)
+
+def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, object]:
+    """{"model.width": 192, ...}: every leaf field of a config by its dotted name."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
 
 
-def exit_on_recipe_error(error: Exception) -> None:
-    """One line naming a recipe or override that config_flags could not read; exit status 2."""
-    import re
-    import sys
+def config_from_json(text: str) -> ml_collections.ConfigDict:
+    """A config saved as JSON (config.json, a checkpoint's), with today's defaults for fields it predates."""
+    config = base_config()
+    _merge(config, json.loads(text))
+    return config
 
-    detail = " ".join(str(error).split())  # config_flags' messages span several indented lines
-    unknown = re.fullmatch(r"\"?'(\w+)'\"?", detail)  # how it names a field an override sets that is not there
-    detail = f"the recipe has no field '{unknown[1]}'" if unknown else f"{type(error).__name__}: {detail}"
-    print(f"error: --config: cannot read the recipe or an override ({detail}); "
-          "give a recipe file such as configs/default.py and overrides of its fields as --config.FIELD=VALUE",
-          file=sys.stderr)
-    sys.exit(2)
+
+def _merge(config: ml_collections.ConfigDict, saved: dict) -> None:
+    for key, value in saved.items():
+        if isinstance(value, dict) and isinstance(config.get(key), ml_collections.ConfigDict):
+            _merge(config[key], value)
+        else:
+            config[key] = value
 
 
 def load_recipe(path: str) -> ml_collections.ConfigDict:

@@ -1,78 +1,81 @@
-"""Train a sentencepiece tokenizer for jaxlm from any source, in bounded memory.
+"""python -m jaxlm.tokenizer train: a sentencepiece tokenizer for jaxlm from any source, in bounded memory.
 
     python -m jaxlm.tokenizer train --input='corpus/*.txt' --vocab_size=32000 --model_type=unigram \
         --output=tokenizers/corpus32k
     python run_pretrain.py --config.data.tokenizer.path=tokenizers/corpus32k/tokenizer.model ...
 
-`--input` is a file or glob (`--format` says what a document is, or that the files are JSONL),
-`builtin`, or `tfds:NAME` (with `--split` and `--data_dir`). At most `--max_sentences` lines, sampled
-uniformly in one pass, reach the trainer. The model has jaxlm's fixed specials (pad, unk, <s>, </s>,
-<mask> at 0..4; <s> and </s> serve as BERT's [CLS] and [SEP]) and byte fallback. Thin: the work is
-in jaxlm.data.
+--input is a file or glob (--format says what a document is, or that the files are JSONL), `builtin`, or
+`tfds:NAME` (with --split and --data_dir). At most --max_sentences lines, sampled uniformly in one pass,
+reach the trainer. The model has jaxlm's fixed specials (pad, unk, <s>, </s>, <mask> at 0..4; <s> and
+</s> serve as BERT's [CLS] and [SEP]) and byte fallback. Exit status 2 for bad input.
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import sys
 
+from absl import flags
+
+from jaxlm import cli
 from jaxlm.config import base_config
 from jaxlm.data.errors import DataError
-from jaxlm.data.sources import train_source
-from jaxlm.data.tokenizer import MAX_SENTENCES, MODEL_TYPES, SPECIAL_PIECES, SentencePieceTokenizer
+from jaxlm.data.select import train_source
+from jaxlm.data.sentencepiece_tokenizer import MAX_SENTENCES, SentencePieceTokenizer
+from jaxlm.data.sources import DOCUMENT_UNITS
+from jaxlm.data.tokenizer import MODEL_TYPES, SPECIAL_PIECES
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m jaxlm.tokenizer", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="train a sentencepiece model and write tokenizer.model")
-    train.add_argument("--input", required=True, help="a file or glob, 'builtin', or 'tfds:NAME'")
-    train.add_argument("--format", default="file", choices=("file", "line", "paragraph", "jsonl"),
-                       help="for files: a document is a file, a line or a paragraph, or the files are JSONL")
-    train.add_argument("--text_field", default="text", help="JSONL field or TFDS feature holding the text")
-    train.add_argument("--split", default="train", help="TFDS split")
-    train.add_argument("--data_dir", default="", help="TFDS data_dir (empty = TFDS's default)")
-    train.add_argument("--vocab_size", type=int, required=True, help="pieces, specials and 256 bytes included")
-    train.add_argument("--model_type", default="bpe", choices=MODEL_TYPES)
-    train.add_argument("--max_sentences", type=int, default=MAX_SENTENCES, help="lines sampled for training")
-    train.add_argument("--max_documents", type=int, default=0, help="read at most this many documents (0 = all)")
-    train.add_argument("--seed", type=int, default=0, help="seeds the sample of lines")
-    train.add_argument("--output", required=True, help="folder to write tokenizer.model into")
-    return parser
+def _flags() -> flags.FlagValues:
+    fv = cli.command_flags()
+    flags.DEFINE_string("input", None, "A file or glob, 'builtin', or 'tfds:NAME'.", flag_values=fv, required=True)
+    flags.DEFINE_enum("format", "file", [*DOCUMENT_UNITS, "jsonl"], "For files: a document is a file, a line "
+                      "or a paragraph, or the files are JSONL.", flag_values=fv)
+    flags.DEFINE_string("text_field", "text", "JSONL field or TFDS feature holding the text.", flag_values=fv)
+    flags.DEFINE_string("split", "train", "TFDS split.", flag_values=fv)
+    flags.DEFINE_string("data_dir", "", "TFDS data_dir (empty = TFDS's default).", flag_values=fv)
+    flags.DEFINE_integer("vocab_size", None, "Pieces, specials and 256 bytes included.", flag_values=fv,
+                         required=True, lower_bound=1)
+    flags.DEFINE_enum("model_type", "bpe", list(MODEL_TYPES), "Sentencepiece's algorithm.", flag_values=fv)
+    flags.DEFINE_integer("max_sentences", MAX_SENTENCES, "Lines sampled for training.", flag_values=fv,
+                         lower_bound=1)
+    flags.DEFINE_integer("max_documents", 0, "Read at most this many documents (0 = all).", flag_values=fv,
+                         lower_bound=0)
+    flags.DEFINE_integer("seed", 0, "Seeds the sample of lines.", flag_values=fv)
+    flags.DEFINE_string("output", None, "Folder to write tokenizer.model into.", flag_values=fv, required=True)
+    return fv
 
 
-def _data_config(args: argparse.Namespace):
-    """The `config.data` fields that name the same source as the flags."""
-    config = base_config()
-    data = config.data
-    if args.input == "builtin":
+def _data_section(fv: flags.FlagValues):
+    """A run's `data` section naming the same source as the flags."""
+    data = base_config().data
+    if fv.input == "builtin":
         data.source = "builtin"
-    elif args.input.startswith("tfds:"):
-        data.update(source="tfds", tfds_name=args.input[len("tfds:"):], tfds_split=args.split,
-                    tfds_data_dir=args.data_dir, text_field=args.text_field)
-    elif args.format == "jsonl":
-        data.update(source="jsonl", path=args.input, text_field=args.text_field)
+    elif fv.input.startswith("tfds:"):
+        data.update(source="tfds", tfds_name=fv.input[len("tfds:"):], tfds_split=fv.split, tfds_data_dir=fv.data_dir,
+                    text_field=fv.text_field)
+    elif fv.format == "jsonl":
+        data.update(source="jsonl", path=fv.input, text_field=fv.text_field)
     else:
-        data.update(source="text", path=args.input, document=args.format)
-    return config
+        data.update(source="text", path=fv.input, document=fv.format)
+    return data
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Runs the command line; returns the exit status (2 for bad input)."""
-    args = _parser().parse_args(argv)
-    if args.vocab_size <= 0 or args.max_sentences <= 0 or args.max_documents < 0:
-        print("error: --vocab_size and --max_sentences must be positive, --max_documents >= 0", file=sys.stderr)
-        return 2
+@cli.command
+def main(argv: list[str]) -> int:
+    """Runs the command line on `argv` (without the program name); returns the exit status."""
+    fv = _flags()
+    [command] = cli.parse(fv, ["jaxlm.tokenizer", *argv], usage=__doc__, positional=("command",))
+    if command != "train":
+        cli.fail(f"unknown command {command!r}; the one command is: python -m jaxlm.tokenizer train --input=...")
     try:
-        source = train_source(_data_config(args))
-        documents = itertools.islice(source.documents(), args.max_documents or None)
-        tokenizer = SentencePieceTokenizer.train(documents, args.vocab_size, args.model_type, seed=args.seed,
-                                                 max_sentences=args.max_sentences)
+        source = train_source(_data_section(fv))
+        documents = itertools.islice(source.documents(), fv.max_documents or None)
+        tokenizer = SentencePieceTokenizer.train(documents, fv.vocab_size, fv.model_type, seed=fv.seed,
+                                                 max_sentences=fv.max_sentences)
     except DataError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    path = tokenizer.save(args.output)
+        cli.fail(str(error))
+    path = tokenizer.save(fv.output)
     specials = ", ".join(f"{piece}={i}" for i, piece in enumerate(SPECIAL_PIECES))
     print(f"wrote {path}: {tokenizer.describe()}, from {source.describe()}\n"
           f"specials {specials}; byte fallback on; sha256 {tokenizer.fingerprint}\n"
@@ -81,4 +84,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

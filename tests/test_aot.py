@@ -11,7 +11,8 @@ import pytest
 
 pytest.importorskip("libtpu", reason="AOT compilation for TPU needs libtpu: pip install -e '.[tpu]'")
 
-from jaxlm import aot  # noqa: E402  (after the skip: importing needs nothing, compiling needs libtpu)
+from jaxlm.aot import compile as aot_compile  # noqa: E402  (after the skip: compiling needs libtpu)
+from jaxlm.aot import topology  # noqa: E402
 from jaxlm.config import ConfigError, base_config  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -27,8 +28,8 @@ ROOT = os.path.join(os.path.dirname(__file__), "..")
     ("v5p:4x4x12", "v5p:4x4x12", "v5p-384"),
 ])
 def test_topology_names_map_to_libtpu_shapes(name, libtpu_name, cloud_name):
-    topology = aot.parse_topology(name)
-    assert (topology.libtpu_name, topology.cloud_name) == (libtpu_name, cloud_name)
+    parsed = topology.parse_topology(name)
+    assert (parsed.libtpu_name, parsed.cloud_name) == (libtpu_name, cloud_name)
 
 
 @pytest.mark.parametrize("name,message", [
@@ -38,21 +39,21 @@ def test_topology_names_map_to_libtpu_shapes(name, libtpu_name, cloud_name):
     ("v7x-8", "expected a Cloud TPU name"),
 ])
 def test_bad_topology_names_are_refused(name, message):
-    with pytest.raises(aot.TopologyError, match=message):
-        aot.parse_topology(name)
+    with pytest.raises(topology.TopologyError, match=message):
+        topology.parse_topology(name)
 
 
 def test_devices_are_chips_v5p_as_megacore():
     # v5p-8 is 4 chips of 2 TensorCores; JAX runs each chip as one device.
-    devices = aot.topology_devices(aot.parse_topology("v5p-8"))
+    devices = topology.topology_devices(topology.parse_topology("v5p-8"))
     assert len(devices) == 4 and {d.platform for d in devices} == {"tpu"}
     assert devices[0].device_kind == "TPU v5"
 
 
 def test_memory_total_counts_donated_outputs_once():
-    memory = aot.Memory(arguments=100, outputs=90, aliased=80, temporaries=50, generated_code=5, peak=0)
+    memory = aot_compile.Memory(arguments=100, outputs=90, aliased=80, temporaries=50, generated_code=5, peak=0)
     assert memory.total == 100 + 90 - 80 + 50 + 5
-    assert aot.Memory(100, 90, 80, 50, 5, peak=400).total == 405  # XLA's peak wins when larger
+    assert aot_compile.Memory(100, 90, 80, 50, 5, peak=400).total == 405  # XLA's peak wins when larger
 
 
 def _small_config():
@@ -64,7 +65,7 @@ def _small_config():
 
 
 def test_small_config_compiles_for_v5e_2x2_and_reports_memory_and_flops():
-    report = aot.compile_step(_small_config(), aot.parse_topology("v5e:2x2"), "small")
+    report = aot_compile.compile_step(_small_config(), topology.parse_topology("v5e:2x2"), "small")
     assert report.mesh == {"data": 1, "fsdp": 4, "tensor": 1}
     memory = report.memory
     assert memory is not None and report.fits and not report.compiler_error
@@ -78,7 +79,7 @@ def test_small_config_compiles_for_v5e_2x2_and_reports_memory_and_flops():
     slice_per_chip = report.flops_xla_slice.total / report.topology.chips
     assert 0.9 < report.xla_flops / slice_per_chip < 1.25, (report.xla_flops, slice_per_chip)
     assert report.flops.total > 3 * report.flops_xla_slice.total
-    text = aot.describe(report)
+    text = aot_compile.describe(report)
     assert "fits" in text and "NOT" not in text and "v5litepod-4 (v5e:2x2" in text
 
 
@@ -86,18 +87,18 @@ def test_splash_attention_compiles_into_the_tpu_step():
     """The Pallas kernel itself (not the interpreter) is lowered into the step for a real slice."""
     config = _small_config()
     config.model.attention, config.data.seq_len = "splash", 128
-    report = aot.compile_step(config, aot.parse_topology("v5e:2x2"), "small")
+    report = aot_compile.compile_step(config, topology.parse_topology("v5e:2x2"), "small")
     assert report.fits and report.kernel_calls >= 2  # forward and backward kernels
-    assert "attention splash (" in aot.describe(report)
+    assert "attention splash (" in aot_compile.describe(report)
     config.model.attention = "xla"
-    assert aot.compile_step(config, aot.parse_topology("v5e:2x2"), "small").kernel_calls == 0
+    assert aot_compile.compile_step(config, topology.parse_topology("v5e:2x2"), "small").kernel_calls == 0
 
 
 def test_mesh_that_does_not_divide_the_slice_is_a_config_error():
     config = _small_config()
     config.mesh.tensor = 3
     with pytest.raises(ConfigError, match="mesh"):
-        aot.compile_step(config, aot.parse_topology("v5e:2x2"))
+        aot_compile.compile_step(config, topology.parse_topology("v5e:2x2"))
 
 
 def _run_aot(*args):

@@ -8,13 +8,14 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # whole runs in subprocesses
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAKESPEARE = os.path.join(os.path.dirname(ROOT), "shared", "data", "tinyshakespeare.txt")
 
 
 def _run(script: str, *args: str) -> str:
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    env.pop("XLA_FLAGS", None)  # one device, as the benchmarks measure
+    env["XLA_FLAGS"] = os.environ.get("JAXLM_TEST_XLA_FLAGS", "")  # one device, as the benchmarks measure
     result = subprocess.run([sys.executable, os.path.join("benchmarks", script), *args], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, f"{script}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"

@@ -7,8 +7,10 @@ import jax
 import pytest
 from flax import nnx
 
-from jaxlm.config import ConfigError, base_config, check_vocab, load_recipe, validate
-from jaxlm.model import Transformer, model_config_from
+from jaxlm.config import ConfigError, base_config, check_vocab, load_recipe, model_config, validate
+from jaxlm.data.errors import DataError
+from jaxlm.data.select import train_source
+from jaxlm.model.transformer import Transformer
 
 CONFIG_FILES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "configs", "*.py")))
 
@@ -22,11 +24,9 @@ def test_recipes_are_all_there():
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
 def test_each_recipe_validates_and_builds(path):
     config = load_recipe(path)
-    if config.data.source == "text":
-        config.data.path = "corpus.txt"  # recipes for real corpora leave the path to the user
-    validate(config)
+    validate(config)  # what compiles; a recipe for a real corpus leaves data.path to the user
     vocab = config.model.vocab_size if config.model.vocab_size != -1 else config.data.tokenizer.vocab_size
-    model_cfg = model_config_from(config, vocab)
+    model_cfg = model_config(config, vocab)
     # eval_shape: a 1B model costs no memory here.
     state = nnx.state(nnx.eval_shape(lambda: Transformer(model_cfg, rngs=nnx.Rngs(0))))
     count = sum(x.size for x in jax.tree.leaves(state))
@@ -60,6 +60,15 @@ BAD_FIELDS = [
     ("data.mask_prob", 0.0, "must be in (0, 1)"),
     ("data.tokenizer.kind", "wordpiece", "must be one of sentencepiece, char"),
     ("train.learning_rate", -1.0, "must be > 0"),
+    ("train.learning_rate", float("nan"), "must be > 0 and finite"),
+    ("train.learning_rate", float("inf"), "must be > 0 and finite"),
+    ("train.end_learning_rate", float("nan"), "must be >= 0 and finite"),
+    ("train.b1", 1.0, "must be in [0, 1)"),
+    ("train.b2", 95.0, "must be in [0, 1)"),
+    ("train.b2", -0.5, "must be in [0, 1)"),
+    ("train.eps", 0.0, "must be > 0 and finite"),
+    ("train.weight_decay", -0.1, "must be >= 0 and finite"),
+    ("train.clip_norm", float("inf"), "must be >= 0 and finite"),
     ("train.warmup_steps", 10_000, "must be in [0, train.steps=450]"),
     ("train.decay", "step", "must be one of cosine, linear, constant"),
     ("train.clip_norm", -1.0, "must be >= 0"),
@@ -72,7 +81,7 @@ BAD_FIELDS = [
 ]
 
 
-@pytest.mark.parametrize("field,value,message", BAD_FIELDS, ids=[f for f, _, _ in BAD_FIELDS])
+@pytest.mark.parametrize("field,value,message", BAD_FIELDS, ids=[f"{f}={v}" for f, v, _ in BAD_FIELDS])
 def test_each_bad_field_is_named_in_one_line(field, value, message):
     config = base_config()
     if field == "data.batch_size":
@@ -89,10 +98,12 @@ def test_each_bad_field_is_named_in_one_line(field, value, message):
 
 
 def test_text_source_needs_a_path():
+    """A missing path is the data pipeline's to report (the config compiles); it names the field."""
     config = base_config()
     config.data.source = "text"
-    with pytest.raises(ConfigError, match="config.data.path"):
-        validate(config)
+    validate(config)
+    with pytest.raises(DataError, match="config.data.path"):
+        train_source(config.data)
 
 
 def test_model_vocab_smaller_than_the_tokenizer_is_refused():
@@ -113,7 +124,18 @@ def test_default_config_is_valid():
     ({"data.source": "jsonl"}, "data.path=''", 'data.source="jsonl" needs a file or glob'),
     ({"data.source": "tfds"}, "data.tfds_name=''", 'data.source="tfds" needs a TFDS dataset name'),
     ({"data.source": "tfds", "data.tfds_name": "lm1b", "data.text_field": ""}, "data.text_field=''",
-     "needs the text field"),
+     "needs the field holding the text"),
+])
+def test_what_a_source_needs_is_named_when_it_is_opened(fields, named, message):
+    config = base_config()
+    config.update_from_flattened_dict(fields)
+    validate(config)
+    with pytest.raises(DataError) as error:
+        train_source(config.data)
+    assert str(error.value).startswith(f"config.{named}: ") and message in str(error.value)
+
+
+@pytest.mark.parametrize("fields, named, message", [
     ({"data.document": "sentence"}, "data.document='sentence'", "must be one of file, line, paragraph"),
     ({"data.max_documents": -1}, "data.max_documents=-1", "must be an integer >= 0"),
     ({"data.prefetch": -1}, "data.prefetch=-1", "must be an integer >= 0"),

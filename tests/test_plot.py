@@ -6,7 +6,7 @@ import struct
 import subprocess
 import sys
 
-from jaxlm.plot import read_metrics
+from jaxlm.plot.curves import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -38,7 +38,7 @@ def host_slice(batch_size: int, process_index: int, process_count: int) -> slice
     return slice(process_index * rows, (process_index + 1) * rows)
 
 
-def host_rows(batch: dict[str, np.ndarray], process_index: int, process_count: int) -> dict[str, np.ndarray]:
+def host_share(batch: dict[str, np.ndarray], process_index: int, process_count: int) -> dict[str, np.ndarray]:
     """This host's contiguous rows of a global batch (for validation batches)."""
     rows = host_slice(len(next(iter(batch.values()))), process_index, process_count)
     return {key: value[rows] for key, value in batch.items()}

@@ -1,4 +1,4 @@
-"""The one error the data room raises for problems a user fixes in the config or on disk."""
+"""The one error the data pipeline raises for problems a user fixes in the config or on disk."""
 
 
 class DataError(ValueError):

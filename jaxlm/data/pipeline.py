@@ -1,7 +1,9 @@
-"""From config to batches: source, tokenizer, tokenized corpus, train/validation streams, batches.
+"""From a run's data section to batches: source, tokenizer, tokenized corpus, train/validation streams.
 
 Every batch is a dict of numpy arrays [batch_size, seq_len]: inputs, targets (int32), weights
-(float32), positions, segment_ids (int32), as DESIGN.md's batch contract says.
+(float32, the loss mask), positions, segment_ids (int32; 0 = padding). Causal rows' targets are the
+inputs shifted by one; masked-LM rows carry BERT's corruption in the inputs and weight only the chosen
+tokens, so one weighted cross-entropy trains both objectives.
 """
 
 from __future__ import annotations
@@ -15,15 +17,16 @@ import os
 import ml_collections
 import numpy as np
 
-from jaxlm import config as config_lib
-from jaxlm.data import sources
-from jaxlm.data.batches import Masker, TrainBatches, host_rows
+from jaxlm.data.batches import Masker, TrainBatches, host_share
+from jaxlm.data.caches import CORPUS_DIR, TOKENIZER_DIR
 from jaxlm.data.errors import DataError
 from jaxlm.data.masking import mask_tokens
 from jaxlm.data.packing import FramedStream, num_rows, row_fields
+from jaxlm.data.select import train_source, val_source
 from jaxlm.data.sentence_pairs import SentencePairs
 from jaxlm.data.token_store import TokenizedCorpus, tokenize
-from jaxlm.data.tokenizer import Tokenizer, build_tokenizer
+from jaxlm.data.tokenizer import Tokenizer
+from jaxlm.data.tokenizer_cache import build_tokenizer
 
 # Validation masks with this step, which masking maps to a stream no training step reaches, and draws
 # its sentence pairs as this epoch, one no training epoch reaches.
@@ -32,7 +35,7 @@ _VAL_MASK_STEP = _VAL_EPOCH = -1
 
 @dataclasses.dataclass(frozen=True)
 class Data:
-    """What the trainer takes from the data room."""
+    """What the trainer takes from the data pipeline."""
 
     tokenizer: Tokenizer
     train: TrainBatches
@@ -43,7 +46,7 @@ class Data:
 
     def host_val_batches(self, process_index: int, process_count: int) -> list[dict[str, np.ndarray]]:
         """This host's rows of each validation batch."""
-        return [host_rows(batch, process_index, process_count) for batch in self.val_batches]
+        return [host_share(batch, process_index, process_count) for batch in self.val_batches]
 
 
 def packing_report(stream: FramedStream, seq_len: int, objective: str) -> dict:
@@ -72,46 +75,62 @@ def _split(corpus: TokenizedCorpus, num_train: int) -> tuple[Part, Part, bool]:
     return (corpus.tokens[:num_train], train_lengths), (corpus.tokens[num_train:], val_lengths), cut > 0
 
 
-def _val_batches(stream: FramedStream, *, config: ml_collections.ConfigDict, objective: str, pad_id: int,
-                 masker: Masker | None, pairs: SentencePairs | None) -> list[dict[str, np.ndarray]]:
-    """Validation rows in stream (or pair) order, batched; the last batch filled with all-zero (zero-weight) rows."""
-    batch_size, seq_len = config.data.batch_size, config.data.seq_len
+def _val_batches(stream: FramedStream, *, batch_size: int, seq_len: int, max_batches: int, seed: int,
+                 objective: str, pad_id: int, masker: Masker | None, pairs: SentencePairs | None
+                 ) -> list[dict[str, np.ndarray]]:
+    """Validation rows in stream (or pair) order, batched (at most `max_batches`, 0 = all); the last batch
+    filled with all-zero (zero-weight) rows."""
     rows = pairs.num_rows if pairs else num_rows(len(stream), seq_len, objective)
-    if config.eval.max_batches:
-        rows = min(rows, config.eval.max_batches * batch_size)
+    if max_batches:
+        rows = min(rows, max_batches * batch_size)
     if pairs:
-        fields = pairs.rows(np.arange(rows), seed=config.seed, epoch=_VAL_EPOCH)
+        fields = pairs.rows(np.arange(rows), seed=seed, epoch=_VAL_EPOCH)
     else:
         fields = row_fields(*stream.rows(np.arange(rows), seq_len=seq_len, objective=objective, pad_id=pad_id),
                             objective=objective)
     if masker:
         fields["inputs"], fields["targets"], fields["weights"] = masker(
-            fields["inputs"], seed=config.seed, step=_VAL_MASK_STEP, example_ids_B=np.arange(rows))
+            fields["inputs"], seed=seed, step=_VAL_MASK_STEP, example_ids_B=np.arange(rows))
     filler = -rows % batch_size
     fields = {k: np.concatenate([v, np.zeros((filler, *v.shape[1:]), v.dtype)]) for k, v in fields.items()}
     return [{k: v[i:i + batch_size] for k, v in fields.items()} for i in range(0, rows + filler, batch_size)]
 
 
-def _cache_dir(workdir: str | None) -> str | None:
-    """Where tokenized corpora are cached: the workdir when it is a local folder."""
-    return os.path.join(workdir, "data_cache") if workdir and "://" not in workdir else None
+def _rows_text(packing: dict, seq_len: int, objective: str, *, pairs: bool) -> str:
+    """How the training rows are made and filled, for the `data |` line."""
+    if pairs:
+        return (f"sentence-pair rows of {seq_len} ([CLS] A [SEP] B [SEP], half of B from another document), "
+                f"{packing['efficiency']:.1%} of train slots hold tokens, documents cut into "
+                f"{packing['rows']:,} chunks of at most {seq_len - 3} tokens"
+                + (f", {packing['left_out_documents']:,} one-token document(s) left out (no pair to make)"
+                   if packing["left_out_documents"] else ""))
+    return (f"{objective} rows of {seq_len}, packing {packing['efficiency']:.1%} of train slots hold tokens, "
+            f"{packing['long_documents']:,} document(s) longer than a row continue in the next")
 
 
-def build_data(config: ml_collections.ConfigDict, workdir: str | None = None) -> Data:
-    """The tokenizer, training batches and validation batches that `config.data` describes."""
-    objective = config_lib.objective(config)
-    data = config.data
+def build_data(data: ml_collections.ConfigDict, *, objective: str, seed: int, max_val_batches: int = 0,
+               tokenizer: Tokenizer | None = None, cache_dir: str | None = None) -> Data:
+    """The tokenizer, training batches and validation batches that a run's data section describes.
+
+    `objective` is "causal" or "mlm"; `seed` draws the data order and the masks; validation holds at
+    most `max_val_batches` batches (0 = the whole split); `jaxlm.config.data_arguments` gives these three
+    for a run config. `tokenizer`: None for the one `data.tokenizer` names (trained if need be).
+    `cache_dir` (a run's local workdir; None: nothing cached) keeps a trained tokenizer in TOKENIZER_DIR
+    and the tokenized corpus in CORPUS_DIR below it, for restarts and other processes to reuse.
+    """
     batch_size, seq_len = data.batch_size, data.seq_len
-    source, held_out = sources.train_source(config), sources.val_source(config)
-    tokenizer = build_tokenizer(config, source, workdir)
-    cache_dir = _cache_dir(workdir)
+    source, held_out = train_source(data), val_source(data)
+    if tokenizer is None:
+        tokenizer = build_tokenizer(data.tokenizer, source, max_documents=data.max_documents,
+                                    cache_dir=os.path.join(cache_dir, TOKENIZER_DIR) if cache_dir else None)
+    cache_dir = os.path.join(cache_dir, CORPUS_DIR) if cache_dir else None
     corpus = tokenize(source, tokenizer, max_documents=data.max_documents, cache_dir=cache_dir)
     frame = functools.partial(FramedStream, objective=objective, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id)
     val_fraction = 0.0 if held_out else data.val_fraction
     if held_out:
         train_part, cut = (corpus.tokens, corpus.lengths), False
         # Read only as much validation text as the evaluation uses.
-        max_tokens = config.eval.max_batches * batch_size * seq_len + 1 if config.eval.max_batches else 0
+        max_tokens = max_val_batches * batch_size * seq_len + 1 if max_val_batches else 0
         val_corpus = tokenize(held_out, tokenizer, max_tokens=max_tokens, cache_dir=cache_dir)
         val_part = (val_corpus.tokens, val_corpus.lengths)
     else:
@@ -130,14 +149,14 @@ def build_data(config: ml_collections.ConfigDict, workdir: str | None = None) ->
         special_ids=tokenizer.special_ids)
 
     parts = {"corpus": corpus.sha256[:16], "tokenizer": tokenizer.fingerprint[:16], "objective": objective,
-             "seq_len": seq_len, "batch_size": batch_size, "seed": config.seed, "val_fraction": val_fraction}
+             "seq_len": seq_len, "batch_size": batch_size, "seed": seed, "val_fraction": val_fraction}
     if masker:
         parts["mask_prob"] = data.mask_prob
     if train_pairs:
         parts["next_sentence"] = True
     fingerprint = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
     train = TrainBatches(train_stream, seq_len=seq_len, batch_size=batch_size, objective=objective,
-                         seed=config.seed, pad_id=tokenizer.pad_id, masker=masker, fingerprint=fingerprint,
+                         seed=seed, pad_id=tokenizer.pad_id, masker=masker, fingerprint=fingerprint,
                          fingerprint_parts=parts, pairs=train_pairs)
     if train.num_rows < batch_size:
         raise DataError(
@@ -146,8 +165,9 @@ def build_data(config: ml_collections.ConfigDict, workdir: str | None = None) ->
             "lower data.batch_size or data.seq_len (or data.val_fraction), or use more text")
     val_batches = []
     if held_out or val_fraction > 0:
-        val_batches = _val_batches(val_stream, config=config, objective=objective, pad_id=tokenizer.pad_id,
-                                   masker=masker, pairs=val_pairs)
+        val_batches = _val_batches(val_stream, batch_size=batch_size, seq_len=seq_len, max_batches=max_val_batches,
+                                   seed=seed, objective=objective, pad_id=tokenizer.pad_id, masker=masker,
+                                   pairs=val_pairs)
         if not val_batches:
             field = (f"{held_out.field}: holds" if held_out else f"config.data.val_fraction={val_fraction}: holds out")
             raise DataError(
@@ -157,14 +177,7 @@ def build_data(config: ml_collections.ConfigDict, workdir: str | None = None) ->
 
     packing = (train_pairs.report() if train_pairs else packing_report(train_stream, seq_len, objective))
     val_rows = val_pairs.num_rows if val_pairs else num_rows(len(val_stream), seq_len, objective)
-    rows_text = (f"sentence-pair rows of {seq_len} ([CLS] A [SEP] B [SEP], half of B from another document), "
-                 f"{packing['efficiency']:.1%} of train slots hold tokens, documents cut into "
-                 f"{packing['rows']:,} chunks of at most {seq_len - 3} tokens"
-                 + (f", {packing['left_out_documents']:,} one-token document(s) left out (no pair to make)"
-                    if packing["left_out_documents"] else "")
-                 if train_pairs else
-                 f"{objective} rows of {seq_len}, packing {packing['efficiency']:.1%} of train slots hold tokens, "
-                 f"{packing['long_documents']:,} document(s) longer than a row continue in the next")
+    rows_text = _rows_text(packing, seq_len, objective, pairs=train_pairs is not None)
     replaced = corpus.replaced + (val_corpus.replaced if held_out else 0)
     summary = (f"{len(corpus.lengths):,} document(s), {len(corpus.tokens):,} tokens from {source.describe()} "
                f"({tokenizer.describe()}); train {train.num_tokens:,} tokens in {train.num_rows:,} rows, validation "

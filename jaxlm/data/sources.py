@@ -1,4 +1,4 @@
-"""Where documents come from: the built-in corpus, local text or JSONL files, or a TFDS dataset.
+"""Where documents come from: the built-in corpus and local text or JSONL files (TFDS: tfds_source.py).
 
 Every source is read afresh by `documents()` (a generator, so a large corpus streams) and carries a
 cheap `identity` (paths with sizes and mtimes, a TFDS name and version, ...) that keys the caches
@@ -15,14 +15,12 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 
-import ml_collections
-
 from jaxlm.data.errors import DataError
 
 log = logging.getLogger(__name__)
 
 _GLOB_CHARS = frozenset("*?[")
-SOURCES = ("builtin", "text", "jsonl", "tfds")
+SOURCES = ("builtin", "text", "jsonl", "tfds")  # config.data.source; select.py opens each
 DOCUMENT_UNITS = ("file", "line", "paragraph")
 
 
@@ -187,34 +185,3 @@ class JsonlSource(_FileSource):
                                 f"(found {keys}); set data.text_field to the field that holds the text")
             if text:
                 yield text
-
-
-def train_source(config: ml_collections.ConfigDict) -> Source:
-    """The source of training documents `config.data` names."""
-    data = config.data
-    if data.source == "builtin":
-        return ListSource(builtin_documents(), "config.data.source='builtin'", "the built-in corpus")
-    if data.source == "text":
-        return TextSource(data.path, data.document)
-    if data.source == "jsonl":
-        return JsonlSource(data.path, data.text_field)
-    if data.source == "tfds":
-        from jaxlm.data.tfds_source import TfdsSource  # TensorFlow loads only for TFDS runs.
-
-        return TfdsSource(data.tfds_name, data.tfds_split, data.text_field, data.tfds_data_dir)
-    raise DataError(f"config.data.source={data.source!r}: must be one of {', '.join(SOURCES)}")
-
-
-def val_source(config: ml_collections.ConfigDict) -> Source | None:
-    """The separate validation source `config.data` names, or None to hold out `data.val_fraction`."""
-    data = config.data
-    if data.source == "tfds" and data.tfds_val_split:
-        from jaxlm.data.tfds_source import TfdsSource
-
-        return TfdsSource(data.tfds_name, data.tfds_val_split, data.text_field, data.tfds_data_dir,
-                          split_field="config.data.tfds_val_split")
-    if data.source in ("text", "jsonl") and data.val_path:
-        if data.source == "text":
-            return TextSource(data.val_path, data.document, field="config.data.val_path")
-        return JsonlSource(data.val_path, data.text_field, field="config.data.val_path")
-    return None

@@ -11,9 +11,11 @@ import jax
 import numpy as np
 from flax import nnx
 
-from jaxlm.export import hf_config, hf_tokenizer, mapping, safetensors_io
+from jaxlm.data.tokenizer import Tokenizer
+from jaxlm.export import hf_config, hf_tokenizer, mapping, safetensors_io, staging
 from jaxlm.export.errors import ExportError
-from jaxlm.model import ModelConfig, Transformer
+from jaxlm.model.config import ModelConfig
+from jaxlm.model.transformer import Transformer
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +52,20 @@ def _with_zero_biases(cfg: ModelConfig, params: dict) -> dict:
         lambda path, leaf: given.get(jax.tree_util.keystr(path), np.zeros(leaf.shape, np.float32)), full)
 
 
-def to_hf(cfg: ModelConfig, params: dict, out_dir: str, *, tokenizer_path: str | None = None,
+def to_hf(cfg: ModelConfig, params: dict, out_dir: str, *, tokenizer: Tokenizer | None = None,
           max_shard_bytes: int = safetensors_io.DEFAULT_MAX_SHARD_BYTES) -> list[str]:
-    """Writes an HF model directory (config, weights, generation config, tokenizer); returns file names."""
+    """Writes an HF model folder (config, weights, generation config, tokenizer); returns the file names.
+
+    The files are written beside `out_dir` and moved into it only when all are written.
+    """
     family = hf_config.family_of_config(cfg)
     _check_shapes(cfg, params)
-    os.makedirs(out_dir, exist_ok=True)
+    with staging.staged_folder(out_dir, replaces=safetensors_io.is_weights_file) as folder:
+        return _write_folder(cfg, family, params, folder, tokenizer, max_shard_bytes)
+
+
+def _write_folder(cfg: ModelConfig, family: str, params: dict, out_dir: str, tokenizer: Tokenizer | None,
+                  max_shard_bytes: int) -> list[str]:
     _write_json(os.path.join(out_dir, "config.json"), hf_config.to_hf_config(cfg, family))
     written = ["config.json"]
     generation = hf_config.generation_config(family)
@@ -67,8 +77,8 @@ def to_hf(cfg: ModelConfig, params: dict, out_dir: str, *, tokenizer_path: str |
         params = _with_zero_biases(cfg, params)
     written += safetensors_io.write(mapping.params_to_hf(family, params, cfg.num_layers), out_dir,
                                     max_shard_bytes)
-    if tokenizer_path:
-        written += hf_tokenizer.write(tokenizer_path, out_dir, family, cfg.max_len)
+    if tokenizer is not None:
+        written += hf_tokenizer.write(tokenizer, out_dir, family, cfg.max_len)
     return written
 
 

@@ -1,4 +1,4 @@
-"""The one error the export room raises: a message naming the file, field or parameter, and what to do."""
+"""The one error export and import raise: a message naming the file, field or parameter, and what to do."""
 
 
 class ExportError(ValueError):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from jaxlm.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from jaxlm.export.errors import ExportError
-from jaxlm.model import ModelConfig
+from jaxlm.model.config import ModelConfig
 
 ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "bert": "BertForMaskedLM"}
 # A bert trained with next-sentence prediction keeps both heads, as Google's BERT checkpoints do;

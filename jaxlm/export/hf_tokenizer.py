@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 import os
 
-from jaxlm.data.tokenizer import SPECIAL_PIECES, UNK_ID, CharTokenizer, SentencePieceTokenizer
+from jaxlm.data.char_tokenizer import CharTokenizer
+from jaxlm.data.sentencepiece_tokenizer import SentencePieceTokenizer
+from jaxlm.data.tokenizer import SPECIAL_PIECES, UNK_ID, Tokenizer
 from jaxlm.export.errors import ExportError
 
 SPACE = "\u2581"  # sentencepiece's visible space
@@ -37,21 +39,21 @@ def _bpe_merges(pieces: list[str], normal: list[bool]) -> list[tuple[str, str]]:
     return [(left, right) for *_, left, right in sorted(merges)]
 
 
-def _sentencepiece_model(path: str):
-    """The `tokenizers` model of a jaxlm sentencepiece file, and its user-defined pieces."""
+def _sentencepiece_model(tokenizer: SentencePieceTokenizer):
+    """The `tokenizers` model of a jaxlm sentencepiece model, and its user-defined pieces."""
     from sentencepiece import sentencepiece_model_pb2
     from tokenizers import models
 
+    origin = tokenizer.describe()  # names the model in errors
     proto = sentencepiece_model_pb2.ModelProto()
-    with open(path, "rb") as f:
-        proto.ParseFromString(f.read())
+    proto.ParseFromString(tokenizer.serialized())
     norm, trainer = proto.normalizer_spec, proto.trainer_spec
     settings = {"normalization_rule_name": (norm.name, "identity"), "add_dummy_prefix": (norm.add_dummy_prefix, False),
                 "remove_extra_whitespaces": (norm.remove_extra_whitespaces, False),
                 "escape_whitespaces": (norm.escape_whitespaces, True), "byte_fallback": (trainer.byte_fallback, True)}
     for name, (found, wanted) in settings.items():
         if found != wanted:
-            raise ExportError(f"{path}: sentencepiece {name}={found!r}; HF export supports the models jaxlm "
+            raise ExportError(f"{origin}: sentencepiece {name}={found!r}; HF export supports the models jaxlm "
                               f"trains ({name}={wanted!r}); let jaxlm train the tokenizer")
     pieces = [p.piece for p in proto.pieces]
     types = [p.type for p in proto.pieces]
@@ -62,33 +64,30 @@ def _sentencepiece_model(path: str):
     elif trainer.model_type == _SPM_UNIGRAM:
         model = models.Unigram([(p.piece, p.score) for p in proto.pieces], unk_id=UNK_ID, byte_fallback=True)
     else:
-        raise ExportError(f"{path}: sentencepiece model type {trainer.model_type} is not supported "
+        raise ExportError(f"{origin}: sentencepiece model type {trainer.model_type} is not supported "
                           "(bpe, unigram, char)")
     user_defined = [piece for piece, kind in zip(pieces, types) if kind == _USER_DEFINED]
     return model, user_defined
 
 
-def build(path: str, family: str):
-    """A `tokenizers.Tokenizer` equivalent to the jaxlm tokenizer file at `path`."""
+def build(ours: Tokenizer, family: str):
+    """A `tokenizers.Tokenizer` equivalent to the jaxlm tokenizer `ours`."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-    name = os.path.basename(path)
-    if name == SentencePieceTokenizer.FILENAME:
-        model, user_defined = _sentencepiece_model(path)
+    if isinstance(ours, SentencePieceTokenizer):
+        model, user_defined = _sentencepiece_model(ours)
         tokenizer = Tokenizer(model)
         tokenizer.normalizer = normalizers.Replace(" ", SPACE)
         tokenizer.decoder = decoders.Sequence([decoders.Replace(SPACE, " "), decoders.ByteFallback(),
                                                decoders.Fuse()])
-    elif name == CharTokenizer.FILENAME:
-        chars = CharTokenizer.load(path).chars
-        vocab = {piece: i for i, piece in enumerate([*SPECIAL_PIECES, *chars])}
+    elif isinstance(ours, CharTokenizer):
+        vocab = {piece: i for i, piece in enumerate([*SPECIAL_PIECES, *ours.chars])}
         tokenizer = Tokenizer(models.WordLevel(vocab, unk_token=SPECIAL_PIECES[UNK_ID]))
         tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), "isolated")
         tokenizer.decoder = decoders.Fuse()
         user_defined = []
     else:
-        raise ExportError(f"{path}: not a jaxlm tokenizer file ({SentencePieceTokenizer.FILENAME} or "
-                          f"{CharTokenizer.FILENAME})")
+        raise ExportError(f"{ours.describe()}: not a jaxlm tokenizer (sentencepiece or char)")
     # sentencepiece matches user-defined pieces ("<mask>", "\n") in raw text; HF added tokens do the same.
     tokenizer.add_special_tokens([AddedToken(p, special=True, normalized=False) for p in SPECIAL_PIECES])
     tokenizer.add_tokens([AddedToken(p, special=False, normalized=False)
@@ -100,9 +99,10 @@ def build(path: str, family: str):
     return tokenizer
 
 
-def write(path: str, out_dir: str, family: str, max_len: int) -> list[str]:
-    """Writes tokenizer.json, tokenizer_config.json and special_tokens_map.json; returns their names."""
-    build(path, family).save(os.path.join(out_dir, "tokenizer.json"))
+def write(tokenizer: Tokenizer, out_dir: str, family: str, max_len: int) -> list[str]:
+    """Writes tokenizer.json, tokenizer_config.json and special_tokens_map.json (and jaxlm's own sentencepiece
+    model, so an import continues with the same tokenizer); returns their names."""
+    build(tokenizer, family).save(os.path.join(out_dir, "tokenizer.json"))
     pad, unk, bos, eos, mask = SPECIAL_PIECES
     special = {"pad_token": pad, "unk_token": unk, "bos_token": bos, "eos_token": eos, "mask_token": mask}
     config = {"tokenizer_class": "PreTrainedTokenizerFast", **special, "model_max_length": max_len,
@@ -112,17 +112,8 @@ def write(path: str, out_dir: str, family: str, max_len: int) -> list[str]:
     for file_name, content in (("tokenizer_config.json", config), ("special_tokens_map.json", special)):
         with open(os.path.join(out_dir, file_name), "w") as f:
             json.dump(content, f, indent=2)
-    return ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
-
-
-def find(workdir: str, configured_path: str = "") -> str:
-    """The run's tokenizer file: <workdir>/tokenizer/tokenizer.{model,json}, else the configured path."""
-    for file_name in (SentencePieceTokenizer.FILENAME, CharTokenizer.FILENAME):
-        path = os.path.join(workdir, "tokenizer", file_name)
-        if os.path.exists(path):
-            return path
-    if configured_path and os.path.exists(os.path.expanduser(configured_path)):
-        return os.path.expanduser(configured_path)
-    raise ExportError(f"{workdir}/tokenizer/ holds no {SentencePieceTokenizer.FILENAME} or "
-                      f"{CharTokenizer.FILENAME} (and config.data.tokenizer.path={configured_path!r} does not "
-                      "exist); give the workdir of a jaxlm run")
+    written = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
+    if isinstance(tokenizer, SentencePieceTokenizer):
+        tokenizer.save(out_dir)
+        written.append(SentencePieceTokenizer.FILENAME)
+    return written

@@ -34,14 +34,17 @@ def _shards(tensors: dict[str, np.ndarray], max_shard_bytes: int) -> list[list[s
     return shards
 
 
+def is_weights_file(name: str) -> bool:
+    """Whether a file of that name holds (or indexes) a model's weights."""
+    return name == INDEX or (name.startswith("model") and name.endswith(".safetensors"))
+
+
 def write(tensors: dict[str, np.ndarray], out_dir: str, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
           ) -> list[str]:
-    """Writes the tensors as safetensors (sharded above max_shard_bytes); returns the file names."""
+    """Writes the tensors as safetensors (sharded above max_shard_bytes) into a fresh folder; returns the
+    file names."""
     from safetensors.numpy import save_file  # the hf extra; only writing needs it
 
-    for stale in os.listdir(out_dir):  # an earlier export's weights would shadow or mix with these
-        if stale == INDEX or (stale.startswith("model") and stale.endswith(".safetensors")):
-            os.remove(os.path.join(out_dir, stale))
     shards = _shards(tensors, max_shard_bytes)
     metadata = {"format": "pt"}  # transformers refuses files without it
     if len(shards) == 1:

@@ -1,9 +1,7 @@
-"""Flax NNX modules for the Transformer. Pure functions of parameters and inputs.
+"""Flax NNX modules for the Transformer: pure functions of parameters and inputs.
 
-Knows nothing of data, optimizers or files; every parameter carries logical axis names (`axes`).
+Import what you need from its modules (`jaxlm.model.transformer.Transformer`,
+`jaxlm.model.config.ModelConfig`): this file imports nothing, so reading the model's choices
+(`jaxlm.model.config`) costs no JAX import. The model knows nothing of data, optimizers, files or
+meshes; every parameter carries logical axis names (`axes`) that the trainer maps to mesh axes.
 """
-
-from jaxlm.model.config import FAMILY_ARCHITECTURES, ModelConfig, model_config_from
-from jaxlm.model.transformer import Transformer
-
-__all__ = ["FAMILY_ARCHITECTURES", "ModelConfig", "Transformer", "model_config_from"]

@@ -141,8 +141,9 @@ class Attention(nnx.Module):
         if cfg.attention == "cudnn":
             y_BxLxHxK = attention_kernels.cudnn_attend(q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, seen, cfg.causal)
         elif cfg.attention == "splash":
-            y_BxLxHxK = attention_kernels.splash_attend(q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, seen, cfg.causal,
-                                                        interpret=cfg.interpret_kernels)
+            y_BxLxHxK = attention_kernels.splash_attend(
+                q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, seen, cfg.causal, interpret=cfg.interpret_kernels,
+                batch_axes=cfg.kernel_batch_axes, head_axes=cfg.kernel_head_axes)
         elif cfg.causal:
             y_BxLxHxK = attend_causal(q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, seen)
         else:

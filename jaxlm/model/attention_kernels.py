@@ -15,12 +15,6 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
-from jaxlm.parallel.rules import DEFAULT_RULES
-
-# Which mesh axes split the batch and the heads inside the kernel's shard_map, as the default rules say.
-# Under rules overridden in mesh.rules, XLA reshards around the kernel (correct, slower).
-_BATCH_MESH_AXES = DEFAULT_RULES["batch"]
-_HEAD_MESH_AXES = DEFAULT_RULES["heads"]
 SPLASH_BLOCK = 128  # the TPU lane width: splash tiles must be multiples of it
 
 
@@ -57,14 +51,23 @@ def _splash_kernel(num_heads: int, length: int, causal: bool, interpret: bool):
                                   q_seq_shards=1, interpret=interpret), kernel.SegmentIds
 
 
+def kernel_split(mesh_sizes: dict[str, int], axes: tuple[str, ...], size: int) -> tuple[str, ...] | None:
+    """The mesh axes of `axes` (sizes > 1) that split a dimension of `size` inside the kernel, or None (whole)."""
+    used = tuple(axis for axis in axes if mesh_sizes.get(axis, 1) > 1)
+    return used if used and size % math.prod(mesh_sizes[axis] for axis in used) == 0 else None
+
+
 def splash_attend(q_BxLxHxK: jax.Array, k_BxLxGxK: jax.Array, v_BxLxGxK: jax.Array,
-                  segment_ids_BxL: jax.Array, causal: bool, interpret: bool = False) -> jax.Array:
+                  segment_ids_BxL: jax.Array, causal: bool, interpret: bool = False, *,
+                  batch_axes: tuple[str, ...] = (), head_axes: tuple[str, ...] = ()) -> jax.Array:
     """Pallas splash attention (TPU), [B, L, H, K]; L must be a multiple of 128.
 
     Grouped key/value heads are repeated to H first, so every head shard holds the keys its queries
-    use. On a mesh (the trainer traces under it) the kernel runs per device inside shard_map, batch
-    split over data x fsdp and heads over tensor, since XLA cannot partition a custom kernel itself.
-    `interpret=True` runs the kernel in the Pallas interpreter on any device (tests).
+    use. On a mesh (the trainer traces under it) the kernel runs per device inside shard_map, the batch
+    split over `batch_axes` and the heads over `head_axes` (the mesh axes the run's rules give the
+    logical "batch" and "heads"), since XLA cannot partition a custom kernel itself. A dimension those
+    axes do not divide stays whole. `interpret=True` runs the kernel in the Pallas interpreter on any
+    device (tests).
     """
     B, L, H, K = q_BxLxHxK.shape
     if L % SPLASH_BLOCK:
@@ -88,10 +91,7 @@ def splash_attend(q_BxLxHxK: jax.Array, k_BxLxGxK: jax.Array, v_BxLxGxK: jax.Arr
     if mesh.empty or mesh.size == 1:
         return local(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, segment_ids_BxL).astype(q_BxLxHxK.dtype)
     sizes = dict(zip(mesh.axis_names, mesh.axis_sizes))
-    batch_axes = tuple(a for a in _BATCH_MESH_AXES if sizes.get(a, 1) > 1)
-    head_axes = tuple(a for a in _HEAD_MESH_AXES if sizes.get(a, 1) > 1)
-    split = lambda axes, n: axes if axes and n % math.prod(sizes[a] for a in axes) == 0 else None
-    batch, heads = split(batch_axes, B), split(head_axes, H)
+    batch, heads = kernel_split(sizes, batch_axes, B), kernel_split(sizes, head_axes, H)
     qkv_spec = PartitionSpec(batch, None, heads, None)
     y_BxLxHxK = jax.shard_map(local, mesh=mesh, in_specs=(qkv_spec, qkv_spec, qkv_spec,
                                                           PartitionSpec(batch, None)),

@@ -1,19 +1,25 @@
-"""The model's shape and architecture: one frozen dataclass, filled from a run config and a family table."""
+"""The model's shape and architecture: one frozen dataclass, a table of what each family is made of,
+and the choices the model offers (families, compute dtypes, remat policies, attention kernels).
+
+Imports no JAX, so the run config can check its fields against these choices cheaply.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import math
 
-import ml_collections
-
-# What each family is made of (DESIGN.md's table). Sizes come from the run config.
+# What each family is made of. Sizes come from whoever builds the ModelConfig (jaxlm.config.model_config).
 FAMILY_ARCHITECTURES = {
     #         norm         norm_position positions  ffn         activation    causal tied   head   bias   type_vocab norm_eps scaled_residual_init
     "gpt2":  ("layernorm", "pre",        "learned", "mlp",      "gelu_tanh",  True,  True,  "lm",  True,  0,         1e-5,    True),
     "llama": ("rmsnorm",   "pre",        "rope",    "swiglu",   "silu",       True,  False, "lm",  False, 0,         1e-5,    False),
     "bert":  ("layernorm", "post",       "learned", "mlp",      "gelu",       False, True,  "mlm", True,  2,         1e-12,   False),
 }
+FAMILIES = tuple(FAMILY_ARCHITECTURES)
+DTYPES = ("float32", "bfloat16")  # compute dtypes; parameters are always float32
+REMAT = ("none", "full", "dots")  # transformer.REMAT_POLICIES implements all but "none"
+ATTENTION_KERNELS = ("xla", "cudnn", "splash")  # attention.Attention dispatches on these
 _ARCHITECTURE_FIELDS = ("norm", "norm_position", "positions", "ffn", "activation", "causal",
                         "tied_embeddings", "head", "use_bias", "type_vocab_size", "norm_eps",
                         "scaled_residual_init")
@@ -50,6 +56,10 @@ class ModelConfig:
     remat: str = "none"  # "none" | "full" | "dots"
     attention: str = "xla"  # "xla" (attention.attend) | "cudnn" (GPU) | "splash" (TPU): attention_kernels.py
     interpret_kernels: bool = False  # run Pallas kernels in the interpreter (tests on the CPU)
+    # The mesh axes that split the batch and the heads inside a fused kernel's shard_map. The model names
+    # only logical axes; whoever builds the step resolves "batch" and "heads" under its rules and sets these.
+    kernel_batch_axes: tuple[str, ...] = ()
+    kernel_head_axes: tuple[str, ...] = ()
     scan_unroll: int = 1  # blocks per iteration of the layer scan (num_layers: no loop at all)
 
     @property
@@ -76,29 +86,3 @@ def default_mlp_dim(ffn: str, width: int) -> int:
     if ffn == "swiglu":
         return 64 * math.ceil(8 * width / 3 / 64)
     return 4 * width
-
-
-def model_config_from(config: ml_collections.ConfigDict, vocab_size: int) -> ModelConfig:
-    """The ModelConfig of a run, given the tokenizer's vocabulary size."""
-    m = config.model
-    model_cfg = ModelConfig.for_family(
-        m.family,
-        vocab_size=vocab_size if m.vocab_size == -1 else m.vocab_size,
-        width=m.width,
-        num_layers=m.num_layers,
-        num_heads=m.num_heads,
-        num_kv_heads=m.num_heads if m.num_kv_heads == -1 else m.num_kv_heads,
-        mlp_dim=m.mlp_dim,
-        max_len=config.data.seq_len if m.max_len == -1 else m.max_len,
-        dropout=m.dropout,
-        dtype=m.dtype,
-        remat=m.remat,
-        attention=m.attention,
-        scan_unroll=m.scan_unroll,
-        next_sentence_head=bool(config.data.get("next_sentence", False)),
-    )
-    if m.get("biases", "family") == "none":  # nanoGPT's bias=False
-        model_cfg = dataclasses.replace(model_cfg, use_bias=False)
-    if model_cfg.mlp_dim == -1:
-        model_cfg = dataclasses.replace(model_cfg, mlp_dim=default_mlp_dim(model_cfg.ffn, m.width))
-    return model_cfg

@@ -1,8 +1,8 @@
 """Small building blocks: a dense layer over several axes, LayerNorm, RMSNorm, activations.
 
 Every parameter is an `nnx.Param` whose `axes` metadata holds one logical axis name per dimension
-("embed", "heads", "kv_heads", "head_dim", "mlp", "vocab", ...). The parallel room maps those names
-to mesh axes; no module here ever names a mesh axis.
+("embed", "heads", "kv_heads", "head_dim", "mlp", "vocab", ...). Whoever builds the step maps those names
+to mesh axes (jaxlm.parallel.rules); no module here ever names a mesh axis.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from flax import nnx
 
 from jaxlm.model.attention import decode_mask, visibility
 from jaxlm.model.block import Block
-from jaxlm.model.config import ModelConfig
+from jaxlm.model.config import REMAT, ModelConfig
 from jaxlm.model.embeddings import Embed, rope_tables
 from jaxlm.model.layers import ACTIVATIONS, Dense, dropout, make_norm, param
 
@@ -25,6 +25,7 @@ REMAT_POLICIES = {
     "full": None,  # save nothing inside a block; recompute it all in the backward pass
     "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep matmul outputs
 }
+assert set(REMAT_POLICIES) == set(REMAT) - {"none"}, "config.REMAT names the policies implemented here"
 
 
 def _stacked_blocks(cfg: ModelConfig, rngs: nnx.Rngs) -> Block:

@@ -10,6 +10,8 @@ import os
 
 import jax
 
+from jaxlm.errors import ConfigError
+
 # Environment variables that mean "this process is one of several", per cluster kind.
 _CLUSTER_SIZE_VARS = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "JAX_NUM_PROCESSES")
 _CLUSTER_HINT_VARS = ("TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS", "JAX_COORDINATOR_ADDRESS")
@@ -29,6 +31,8 @@ def split_cpu(count: int) -> None:
     A small model's step runs faster as data parallel over one device per core than as one device
     whose every small op is split over the cores (benchmarks/NOTES.md). No effect on GPU/TPU runs.
     """
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ConfigError(f"config.mesh.cpu_devices={count!r}: must be an integer >= 0 (0 = JAX's default)")
     if count:
         jax.config.update("jax_num_cpu_devices", count)
 

@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import mesh_utils
 
-from jaxlm.config import ConfigError
+from jaxlm.errors import ConfigError
 
 MESH_AXES = ("data", "fsdp", "tensor")
 

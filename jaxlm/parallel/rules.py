@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import jax
 from jax.sharding import PartitionSpec
 
-from jaxlm.config import ConfigError
+from jaxlm.errors import ConfigError
 from jaxlm.parallel.mesh import MESH_AXES
 
 MeshAxes = tuple[str, ...]  # the mesh axes one array dimension is split over; () = whole

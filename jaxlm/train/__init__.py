@@ -1,8 +1,5 @@
-"""Training: optimizer, loss, the jitted steps, checkpoints and the loop. The only room that imports the others."""
+"""Training: the optimizer, the loss, the jitted steps and their shardings, resuming, and the loop.
 
-from jaxlm.train.checkpoint import CheckpointError, restore_params
-from jaxlm.train.guards import WorkdirBusyError, WorkdirError
-from jaxlm.train.loop import Preempted, RunResult, TrainingError, run
-
-__all__ = ["CheckpointError", "Preempted", "RunResult", "TrainingError", "WorkdirBusyError", "WorkdirError",
-           "restore_params", "run"]
+Puts the model, the data pipeline and the mesh together; reads and writes its workdir through
+`jaxlm.runs`. `loop.run(config, workdir)` is what `run_pretrain.py` calls. Import from the modules.
+"""

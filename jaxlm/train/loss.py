@@ -1,4 +1,4 @@
-"""One weighted cross-entropy for both objectives (DESIGN.md: the batch's weights pick the tokens).
+"""One weighted cross-entropy for both objectives: the batch's `weights` pick the tokens that count.
 
 Shape letters: B batch, L length, V vocab.
 """

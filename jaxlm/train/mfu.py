@@ -1,10 +1,8 @@
-"""Model FLOPs utilisation: analytic training FLOPs per token over the devices' peak.
+"""Model FLOPs utilisation: a step's analytic FLOPs (jaxlm.model.flops) over the devices' peak.
 
-No analytic FLOPs module exists in the package yet, so the count is the usual estimate, inline:
-6 FLOPs per matmul parameter per token (forward 2, backward 4) plus 12·layers·width·seq_len for
-attention's score and value products (PaLM's appendix B). Lookup tables (positions, token types,
-an untied input embedding) do no matmul and are left out; rematerialisation is not counted, as
-MFU counts the model's FLOPs, not the hardware's.
+The FLOPs are the model's, counted once for the MFU a run prints and the counts `jaxlm.aot` prints:
+6 per matmul parameter per token plus attention's score and value products; rematerialisation's
+recomputation is not counted, as MFU counts the model's work, not the hardware's.
 """
 
 from __future__ import annotations
@@ -12,9 +10,6 @@ from __future__ import annotations
 import os
 
 import jax
-import numpy as np
-
-from jaxlm.model import ModelConfig
 
 # Dense bf16 peak FLOP/s per device, by a substring of `device.device_kind` (lower case); the
 # first match wins, so the more specific names come first.
@@ -25,15 +20,6 @@ PEAK_FLOPS = (
 )
 # A measured peak for devices the table lacks (a CPU, say), in FLOP/s per device.
 PEAK_FLOPS_ENV = "JAXLM_PEAK_FLOPS"
-
-
-def flops_per_token(model_cfg: ModelConfig, params: dict, seq_len: int) -> float:
-    """Training FLOPs (forward and backward) per token of a model with these params."""
-    lookups = ["position_embed", "type_embed"] + ([] if model_cfg.tied_embeddings else ["token_embed"])
-    matmul_params = sum(int(np.prod(x.shape)) for name, group in params.items() if name not in lookups
-                        for x in jax.tree.leaves(group))
-    attention = 12 * model_cfg.num_layers * model_cfg.width * seq_len
-    return 6.0 * matmul_params + attention
 
 
 def peak_flops(device: jax.Device) -> float | None:

@@ -13,9 +13,10 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxlm.config import ConfigError
-from jaxlm.model import ModelConfig, Transformer
-from jaxlm.parallel import Rules
+from jaxlm.errors import ConfigError
+from jaxlm.model.config import ModelConfig
+from jaxlm.model.transformer import Transformer
+from jaxlm.parallel.rules import Rules
 from jaxlm.train.step import TrainState
 
 
@@ -81,7 +82,14 @@ def check_fits(mesh: jax.sharding.Mesh, rules: Rules, model_cfg: ModelConfig, ba
                               f"{axes}; pick a tensor size that divides it")
 
 
-def host_rows(sharding: NamedSharding, global_rows: int, row_width: int) -> tuple[int, int]:
+def per_device_bytes(tree, shardings) -> int:
+    """Bytes one device holds of `tree` (arrays or ShapeDtypeStructs) laid out by `shardings` (a tree like it)."""
+    sizes = jax.tree.map(lambda x, s: int(np.prod(s.shard_shape(x.shape))) * np.dtype(x.dtype).itemsize,
+                         tree, shardings)
+    return sum(jax.tree.leaves(sizes))
+
+
+def host_row_range(sharding: NamedSharding, global_rows: int, row_width: int) -> tuple[int, int]:
     """The [start, stop) rows of a [global_rows, row_width] array this host's devices hold."""
     indices = sharding.addressable_devices_indices_map((global_rows, row_width)).values()
     starts = [index[0].start or 0 for index in indices]
@@ -91,9 +99,8 @@ def host_rows(sharding: NamedSharding, global_rows: int, row_width: int) -> tupl
     return start, stop
 
 
-def put_batch(host_batch: dict[str, np.ndarray], sharding: NamedSharding, global_rows: int
+def put_batch(host_batch: dict[str, np.ndarray], shardings: dict[str, NamedSharding], global_rows: int
               ) -> dict[str, jax.Array]:
     """Global device arrays from this host's rows of a batch (all hosts call this together)."""
-    return {k: jax.make_array_from_process_local_data(rows_sharding(sharding, v.ndim), v,
-                                                      (global_rows, *v.shape[1:]))
+    return {k: jax.make_array_from_process_local_data(shardings[k], v, (global_rows, *v.shape[1:]))
             for k, v in host_batch.items()}

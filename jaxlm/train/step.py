@@ -1,4 +1,4 @@
-"""The train and eval steps: pure functions of (state, batch), jitted by the loop.
+"""The train and eval steps: pure functions of (state, batch), which the trainer jits with shardings.
 
 Shape letters: B batch, A micro-batches per step, L length.
 """
@@ -14,6 +14,9 @@ import optax
 from flax import nnx
 
 from jaxlm.train.loss import next_sentence_sums, pair_weights, weighted_cross_entropy
+
+SUM_KEYS = ("loss_sum", "correct_sum", "weight_sum")  # what weighted_cross_entropy returns
+PAIR_SUM_KEYS = ("next_sentence_loss_sum", "next_sentence_correct_sum", "next_sentence_weight_sum")
 
 # inputs, targets, weights, positions, segment_ids: each [B, L]; sentence-pair batches (BERT's
 # next-sentence prediction) add token_types [B, L] and next_sentence [B], the IsNext/NotNext label.
@@ -61,6 +64,31 @@ def micro_batches(batch: Batch, count: int) -> Batch:
     return jax.tree.map(lambda x_BxL: x_BxL.reshape(-1, count, *x_BxL.shape[1:]).swapaxes(0, 1), batch)
 
 
+def accumulate_gradients(grad_fn: Callable, params: dict, batch: Batch, count: int, step_key: jax.Array | None,
+                         sum_keys: tuple[str, ...]) -> tuple[dict, dict[str, jax.Array]]:
+    """(gradients, loss sums) of `grad_fn(params, micro_batch, key)` added up over `count` micro-batches.
+
+    One micro-batch runs as a plain call: XLA keeps a one-trip while loop, whose zeroed accumulators and
+    copied buffers cost a small model on the CPU more than its matmuls (benchmarks/NOTES.md). Dropout keys
+    come from (step key, micro-batch index).
+    """
+    def key_of(index):
+        return jax.random.fold_in(step_key, index) if step_key is not None else None
+
+    if count == 1:
+        return grad_fn(params, batch, key_of(0))
+
+    def add(carry, micro_and_index):
+        grads, sums = carry
+        micro, index = micro_and_index
+        micro_grads, micro_sums = grad_fn(params, micro, key_of(index))
+        return (jax.tree.map(jnp.add, grads, micro_grads), jax.tree.map(jnp.add, sums, micro_sums)), None
+
+    zeros = (jax.tree.map(jnp.zeros_like, params), dict.fromkeys(sum_keys, 0.0))
+    (grads, sums), _ = jax.lax.scan(add, zeros, (micro_batches(batch, count), jnp.arange(count)))
+    return grads, sums
+
+
 def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation,
                     schedule: optax.Schedule, *, grad_accum_steps: int, dropout_seed: int | None,
                     loss_fn: LossFn = weighted_cross_entropy, skip_nonfinite: bool = False
@@ -76,45 +104,23 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
     `skip_nonfinite` its update is dropped instead (the step still counts, the data moves on).
     """
 
-    def micro_loss(params, micro: Batch, totals, key):
-        total_weight, total_pairs = totals
-        sums = _forward(graphdef, params, micro, key, loss_fn)
-        loss = sums["loss_sum"] / total_weight
-        if "next_sentence_loss_sum" in sums:
-            loss = loss + sums["next_sentence_loss_sum"] / total_pairs
-        return loss, sums
-
-    grad_fn = jax.grad(micro_loss, has_aux=True)
-
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
-        total_weight = jnp.maximum(jnp.sum(batch["weights"]), 1.0)
         pairs = "next_sentence" in batch
+        total_weight = jnp.maximum(jnp.sum(batch["weights"]), 1.0)
         total_pairs = jnp.maximum(jnp.sum(pair_weights(batch["segment_ids"])), 1.0) if pairs else None
-        totals = (total_weight, total_pairs)
+
+        def micro_loss(params, micro: Batch, key):
+            sums = _forward(graphdef, params, micro, key, loss_fn)
+            loss = sums["loss_sum"] / total_weight
+            if pairs:
+                loss = loss + sums["next_sentence_loss_sum"] / total_pairs
+            return loss, sums
+
         step_key = (jax.random.fold_in(jax.random.key(dropout_seed), state.step)
                     if dropout_seed is not None else None)
-
-        def accumulate(carry, micro_and_index):
-            grads, sums = carry
-            micro, index = micro_and_index
-            key = jax.random.fold_in(step_key, index) if step_key is not None else None
-            micro_grads, micro_sums = grad_fn(state.params, micro, totals, key)
-            return (jax.tree.map(jnp.add, grads, micro_grads),
-                    jax.tree.map(jnp.add, sums, micro_sums)), None
-
-        if grad_accum_steps == 1:
-            # No loop: XLA keeps a one-trip while loop, whose zeroed accumulators and copied
-            # buffers cost a small model on the CPU more than its matmuls (benchmarks/NOTES.md).
-            key = jax.random.fold_in(step_key, 0) if step_key is not None else None
-            grads, sums = grad_fn(state.params, batch, totals, key)
-        else:
-            sum_keys = ("loss_sum", "correct_sum", "weight_sum") + (
-                ("next_sentence_loss_sum", "next_sentence_correct_sum", "next_sentence_weight_sum") if pairs else ())
-            zeros = (jax.tree.map(jnp.zeros_like, state.params), dict.fromkeys(sum_keys, 0.0))
-            (grads, sums), _ = jax.lax.scan(accumulate, zeros,
-                                            (micro_batches(batch, grad_accum_steps),
-                                             jnp.arange(grad_accum_steps)))
-
+        sum_keys = SUM_KEYS + (PAIR_SUM_KEYS if pairs else ())
+        grads, sums = accumulate_gradients(jax.grad(micro_loss, has_aux=True), state.params, batch,
+                                           grad_accum_steps, step_key, sum_keys)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         loss, grad_norm = sums["loss_sum"] / total_weight, optax.tree.norm(grads)
@@ -126,13 +132,8 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
                                              (params, opt_state), (state.params, state.opt_state))
         first_bad_step = jnp.where((state.first_bad_step == 0) & ~finite, state.step + 1,
                                    state.first_bad_step)
-        metrics = {
-            "loss": loss,
-            "accuracy": sums["correct_sum"] / total_weight,
-            "grad_norm": grad_norm,
-            "learning_rate": schedule(state.step),
-            "weight_sum": sums["weight_sum"],
-        }
+        metrics = {"loss": loss, "accuracy": sums["correct_sum"] / total_weight, "grad_norm": grad_norm,
+                   "learning_rate": schedule(state.step), "weight_sum": sums["weight_sum"]}
         if pairs:
             metrics["next_sentence_loss"] = sums["next_sentence_loss_sum"] / total_pairs
             metrics["next_sentence_accuracy"] = sums["next_sentence_correct_sum"] / total_pairs

@@ -16,9 +16,10 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding
 
-from jaxlm.config import ConfigError
-from jaxlm.model import ModelConfig, Transformer
-from jaxlm.parallel import Rules, make_rules
+from jaxlm.errors import ConfigError
+from jaxlm.model.config import ModelConfig
+from jaxlm.model.transformer import Transformer
+from jaxlm.parallel.rules import Rules, make_rules
 from jaxlm.parallel.vocab_parallel import vocab_parallel_cross_entropy
 from jaxlm.train import partition
 from jaxlm.train.host_memory import release_free_heap
@@ -49,8 +50,7 @@ class Trainer:
     abstract_state: TrainState
     params_sharding: dict
     state_sharding: TrainState
-    batch_sharding: NamedSharding  # of each [B, L] batch field
-    batch_shardings: dict[str, NamedSharding]  # of every batch field, [B] ones included
+    batch_shardings: dict[str, NamedSharding]  # of every batch field: rows over the batch axes
     train_step: Callable  # jitted (state, batch) -> (state, metrics); donates the state
     eval_step: Callable  # jitted (params, batch) -> sums
 
@@ -112,9 +112,15 @@ def _traced_on(mesh: jax.sharding.Mesh, step: Callable) -> Callable:
 
 def make_trainer(config: ml_collections.ConfigDict, model_cfg: ModelConfig,
                  mesh: jax.sharding.Mesh) -> Trainer:
-    """The shardings and jitted steps of a run whose model is `model_cfg`, on `mesh`."""
+    """The shardings and jitted steps of a run whose model is `model_cfg`, on `mesh`.
+
+    The model's fused attention kernels split their work over the mesh axes that the run's rules give
+    the logical "batch" and "heads" axes, which are resolved here and handed to the model.
+    """
     check_attention_platform(model_cfg, mesh)
     rules = make_rules(config.mesh.rules)
+    model_cfg = dataclasses.replace(model_cfg, kernel_batch_axes=rules.table["batch"],
+                                    kernel_head_axes=rules.table["heads"])
     partition.check_fits(mesh, rules, model_cfg, config.data.batch_size, config.train.grad_accum_steps)
     graphdef, abstract_model_state = nnx.split(
         nnx.eval_shape(lambda: Transformer(model_cfg, rngs=nnx.Rngs(0))))
@@ -124,8 +130,8 @@ def make_trainer(config: ml_collections.ConfigDict, model_cfg: ModelConfig,
     optimizer, schedule = make_optimizer(config.train, abstract_params)
     abstract_state = jax.eval_shape(lambda p: init_state(p, optimizer), abstract_params)
     state_sharding = partition.state_shardings(optimizer, abstract_state, params_sharding, mesh)
-    batch_sharding = partition.batch_sharding(mesh, rules)
-    batch_shardings = {k: partition.rows_sharding(batch_sharding, len(shape))
+    rows = partition.batch_sharding(mesh, rules)
+    batch_shardings = {k: partition.rows_sharding(rows, len(shape))
                        for k, shape in batch_field_shapes(model_cfg, 1, 1).items()}
 
     if config.train.cross_entropy == "vocab_parallel":
@@ -148,5 +154,5 @@ def make_trainer(config: ml_collections.ConfigDict, model_cfg: ModelConfig,
     return Trainer(model_cfg=model_cfg, mesh=mesh, rules=rules, graphdef=graphdef, optimizer=optimizer,
                    abstract_params=abstract_params, abstract_state=abstract_state,
                    params_sharding=params_sharding, state_sharding=state_sharding,
-                   batch_sharding=batch_sharding, batch_shardings=batch_shardings, train_step=train_step,
+                   batch_shardings=batch_shardings, train_step=train_step,
                    eval_step=eval_step)

@@ -6,8 +6,17 @@ import threading
 import numpy as np
 import pytest
 
+from jaxlm.config import data_arguments
+from jaxlm.data import pipeline
 from jaxlm.config import base_config
-from jaxlm.data import DataError, build_data, host_rows
+from jaxlm.data.errors import DataError
+from jaxlm.data.batches import host_share
+
+
+def build_data(config, workdir=None):
+    """The data pipeline as a run builds it from its whole config (caches in `workdir`)."""
+    return pipeline.build_data(config.data, **data_arguments(config), cache_dir=workdir)
+
 
 FIELDS = ("inputs", "targets", "weights", "positions", "segment_ids")
 
@@ -85,7 +94,7 @@ def test_validation_rows_per_host(data):
         per_host = [data.host_val_batches(i, hosts) for i in range(hosts)]
         for b, batch in enumerate(data.val_batches):
             _equal({k: np.concatenate([h[b][k] for h in per_host]) for k in FIELDS}, batch)
-    _equal(host_rows(data.val_batches[0], 1, 2), {k: v[4:] for k, v in data.val_batches[0].items()})
+    _equal(host_share(data.val_batches[0], 1, 2), {k: v[4:] for k, v in data.val_batches[0].items()})
 
 
 def test_exact_resume_mid_epoch(data):

@@ -9,8 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from jaxlm.config import data_arguments
+from jaxlm.data import pipeline
 from jaxlm.config import base_config
-from jaxlm.data import CharTokenizer, DataError, build_data
+from jaxlm.data.char_tokenizer import CharTokenizer
+from jaxlm.data.errors import DataError
+
+
+def build_data(config, workdir=None):
+    """The data pipeline as a run builds it from its whole config (caches in `workdir`)."""
+    return pipeline.build_data(config.data, **data_arguments(config), cache_dir=workdir)
+
 
 SHAKESPEARE = Path(__file__).parents[3] / "shared/data/tinyshakespeare.txt"
 FIELDS = {"inputs": np.int32, "targets": np.int32, "weights": np.float32, "positions": np.int32,

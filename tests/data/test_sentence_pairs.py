@@ -3,9 +3,17 @@
 import numpy as np
 import pytest
 
+from jaxlm.config import data_arguments
+from jaxlm.data import pipeline
 from jaxlm.config import ConfigError, base_config, validate
-from jaxlm.data import DataError, build_data
+from jaxlm.data.errors import DataError
 from jaxlm.data.sentence_pairs import IS_NEXT, NOT_NEXT, SentencePairs
+
+
+def build_data(config, workdir=None):
+    """The data pipeline as a run builds it from its whole config (caches in `workdir`)."""
+    return pipeline.build_data(config.data, **data_arguments(config), cache_dir=workdir)
+
 
 CLS, SEP, PAD = 2, 3, 0
 FIELDS = ("inputs", "targets", "weights", "positions", "segment_ids", "token_types", "next_sentence")

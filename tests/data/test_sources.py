@@ -9,14 +9,16 @@ from pydoc_data.topics import topics
 
 from jaxlm.config import base_config
 from jaxlm.data.errors import DataError
-from jaxlm.data.sources import JsonlSource, TextSource, builtin_documents, train_source, val_source
+from jaxlm.data.select import train_source, val_source
+from jaxlm.data.sources import JsonlSource, TextSource, builtin_documents
 
 
-def _config(source: str, path: str = "", **data):
-    config = base_config()
-    config.data.source, config.data.path = source, path
-    config.data.update(data)
-    return config
+def _data(source: str, path: str = "", **fields):
+    """A run's data section reading `source`."""
+    data = base_config().data
+    data.source, data.path = source, path
+    data.update(fields)
+    return data
 
 
 def test_builtin_is_the_stdlib_topics_in_key_order():
@@ -28,7 +30,7 @@ def test_builtin_is_the_stdlib_topics_in_key_order():
     # English prose: "the" is the most common word of English and frequent in these docs.
     words = text.lower().split()
     assert words.count("the") / len(words) > 0.03
-    assert list(train_source(_config("builtin")).documents()) == documents
+    assert list(train_source(_data("builtin")).documents()) == documents
 
 
 def test_reads_files_sorted_by_path_with_glob_and_home(tmp_path, monkeypatch):
@@ -66,7 +68,7 @@ def test_jsonl_reads_the_text_field(tmp_path):
     (tmp_path / "b.jsonl").write_text(json.dumps({"body": "other field"}), encoding="utf-8")
     assert list(JsonlSource(str(tmp_path / "a.jsonl")).documents()) == ["first doc", "third\nwith a newline"]
     assert list(JsonlSource(str(tmp_path / "b.jsonl"), text_field="body").documents()) == ["other field"]
-    source = train_source(_config("jsonl", str(tmp_path / "a.jsonl")))
+    source = train_source(_data("jsonl", str(tmp_path / "a.jsonl")))
     assert isinstance(source, JsonlSource) and len(list(source.documents())) == 2
 
 
@@ -105,10 +107,10 @@ def test_bad_paths_raise_data_error_naming_the_field(tmp_path, name):
     pattern = str(tmp_path / name)
     for source in ("text", "jsonl"):
         with pytest.raises(DataError, match="config.data.path") as error:
-            train_source(_config(source, pattern))
+            train_source(_data(source, pattern))
         assert pattern in str(error.value)
         with pytest.raises(DataError, match="config.data.val_path"):
-            val_source(_config(source, str(tmp_path / "ok.txt"), val_path=pattern))
+            val_source(_data(source, str(tmp_path / "ok.txt"), val_path=pattern))
 
 
 def test_identity_follows_the_files(tmp_path):
@@ -125,7 +127,7 @@ def test_identity_follows_the_files(tmp_path):
 def test_val_source_only_when_asked(tmp_path):
     (tmp_path / "t.txt").write_text("train", encoding="utf-8")
     (tmp_path / "v.txt").write_text("val\nmore val", encoding="utf-8")
-    assert val_source(_config("text", str(tmp_path / "t.txt"))) is None
-    assert val_source(_config("builtin")) is None
-    held = val_source(_config("text", str(tmp_path / "t.txt"), val_path=str(tmp_path / "v.txt"), document="line"))
+    assert val_source(_data("text", str(tmp_path / "t.txt"))) is None
+    assert val_source(_data("builtin")) is None
+    held = val_source(_data("text", str(tmp_path / "t.txt"), val_path=str(tmp_path / "v.txt"), document="line"))
     assert list(held.documents()) == ["val", "more val"] and "config.data.val_path" in held.field

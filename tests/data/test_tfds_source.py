@@ -12,8 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from jaxlm.config import data_arguments
+from jaxlm.data import pipeline
 from jaxlm.config import base_config
-from jaxlm.data import DataError, build_data
+from jaxlm.data.errors import DataError
+
+
+def build_data(config, workdir=None):
+    """The data pipeline as a run builds it from its whole config (caches in `workdir`)."""
+    return pipeline.build_data(config.data, **data_arguments(config), cache_dir=workdir)
+
 
 SHAKESPEARE = Path(__file__).parents[3] / "shared/data/tinyshakespeare.txt"
 pytestmark = pytest.mark.skipif(not SHAKESPEARE.is_file(), reason=f"shared data file {SHAKESPEARE} is absent")
@@ -104,8 +112,9 @@ def test_bad_tfds_settings_name_the_field(data_dir, data, message):
         build_data(_config(data_dir, **data), workdir=None)
 
 
+@pytest.mark.slow
 def test_train_from_tfds(data_dir, tmp_path):
-    from jaxlm.train import run
+    from jaxlm.train.loop import run
 
     config = _config(data_dir, tfds_val_split="validation", seq_len=32, batch_size=8)
     config.model.update(num_layers=1, width=32, num_heads=2)

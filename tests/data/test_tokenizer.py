@@ -1,19 +1,21 @@
-"""Tests for jaxlm/data/tokenizer.py: the fixed special ids, round trips, loading and the cache."""
+"""The tokenizer kinds (char_tokenizer.py, sentencepiece_tokenizer.py) and the chunk cache: fixed special ids,
+round trips, loading, sampling the training sentences, encoding in bulk."""
 
 import hashlib
 import io
-import logging
 import re
 
-import ml_collections
 import numpy as np
 import pytest
 import sentencepiece as spm
 
-from jaxlm.data import tokenizer as tokenizer_lib
-from jaxlm.data.sources import ListSource, builtin_documents
+from jaxlm.data import chunk_cache
+from jaxlm.data import sentencepiece_tokenizer as tokenizer_lib
+from jaxlm.data.char_tokenizer import CharTokenizer
 from jaxlm.data.errors import DataError
-from jaxlm.data.tokenizer import SPECIAL_PIECES, CharTokenizer, SentencePieceTokenizer, build_tokenizer
+from jaxlm.data.sentencepiece_tokenizer import SentencePieceTokenizer
+from jaxlm.data.sources import builtin_documents
+from jaxlm.data.tokenizer import SPECIAL_PIECES
 
 VARIED = [
     "Plain English, with punctuation: (yes) [no] {maybe}!",
@@ -36,16 +38,6 @@ def documents():
 @pytest.fixture(scope="module")
 def sp_tokenizer(documents):
     return SentencePieceTokenizer.train(documents, vocab_size=512, model_type="bpe")
-
-
-def _config(**tokenizer) -> ml_collections.ConfigDict:
-    spec = {"kind": "sentencepiece", "path": "", "model_type": "bpe", "vocab_size": 512, "max_sentences": 1000,
-            **tokenizer}
-    return ml_collections.ConfigDict({"data": {"tokenizer": spec, "max_documents": 0}})
-
-
-def _source(documents):
-    return ListSource(documents, "test documents")
 
 
 def test_char_vocabulary_layout_and_exact_round_trip(documents):
@@ -172,56 +164,6 @@ def test_char_load_errors_name_the_field(tmp_path):
             CharTokenizer.load(path)
 
 
-def test_build_loads_a_given_path(sp_tokenizer, tmp_path):
-    path = sp_tokenizer.save(str(tmp_path))
-    loaded = build_tokenizer(_config(path=path), _source(["ignored"]), workdir=None)
-    assert loaded.fingerprint == sp_tokenizer.fingerprint
-    assert loaded.encode("Hello world\n") == sp_tokenizer.encode("Hello world\n")
-
-
-def test_build_caches_and_invalidates(tmp_path, monkeypatch, caplog):
-    trained = []
-    train = SentencePieceTokenizer.train.__func__
-
-    def counting_train(cls, *args, **kwargs):
-        trained.append(args[1:])
-        return train(cls, *args, **kwargs)
-
-    monkeypatch.setattr(SentencePieceTokenizer, "train", classmethod(counting_train))
-    corpus = builtin_documents()[:10]
-    first = build_tokenizer(_config(vocab_size=400), _source(corpus), str(tmp_path))
-    assert (tmp_path / "tokenizer" / "tokenizer.model").is_file()
-    assert (tmp_path / "tokenizer" / "settings.json").is_file()
-    with caplog.at_level(logging.INFO):
-        again = build_tokenizer(_config(vocab_size=400), _source(corpus), str(tmp_path))
-    assert "Reusing" in caplog.text and len(trained) == 1
-    assert again.encode(corpus[0]) == first.encode(corpus[0])
-
-    build_tokenizer(_config(vocab_size=420), _source(corpus), str(tmp_path))  # settings changed
-    assert len(trained) == 2
-    changed = build_tokenizer(_config(vocab_size=420), _source(corpus[:9]), str(tmp_path))  # corpus changed
-    assert len(trained) == 3 and changed.vocab_size == 420
-    build_tokenizer(_config(vocab_size=420), _source(corpus[:9]), str(tmp_path))
-    assert len(trained) == 3
-
-    (tmp_path / "tokenizer" / "tokenizer.model").write_bytes(b"corrupt")
-    build_tokenizer(_config(vocab_size=420), _source(corpus[:9]), str(tmp_path))
-    assert len(trained) == 4
-    build_tokenizer(_config(vocab_size=420), _source(corpus[:9]), None)  # no workdir: no cache
-    assert len(trained) == 5
-    bounded = _config(vocab_size=420)
-    bounded.data.max_documents = 5  # reads fewer documents: a different training corpus
-    build_tokenizer(bounded, _source(corpus[:9]), str(tmp_path))
-    assert len(trained) == 6
-
-
-def test_build_char_kind_caches_too(tmp_path):
-    tokenizer = build_tokenizer(_config(kind="char"), _source(["abc\n"]), str(tmp_path))
-    assert (tmp_path / "tokenizer" / "tokenizer.json").is_file()
-    assert build_tokenizer(_config(kind="char"), _source(["abc\n"]), str(tmp_path)).chars == tokenizer.chars == "\nabc"
-    assert build_tokenizer(_config(kind="char"), _source(["abd\n"]), str(tmp_path)).chars == "\nabd"
-
-
 def test_fingerprint_names_the_saved_tokenizer(sp_tokenizer, documents, tmp_path):
     assert sp_tokenizer.fingerprint == hashlib.sha256(open(sp_tokenizer.save(str(tmp_path)), "rb").read()).hexdigest()
     assert SentencePieceTokenizer.train(documents, vocab_size=512).fingerprint == sp_tokenizer.fingerprint
@@ -281,7 +223,7 @@ def test_encode_flat_from_cached_chunks_equals_encode(sp_tokenizer, documents, m
         np.testing.assert_array_equal(lengths, want_lengths, err_msg=attempt)
     # A full cache encodes the chunks it cannot hold each time, with the same result.
     small = SentencePieceTokenizer.train(documents[:20], vocab_size=400, model_type="bpe")
-    monkeypatch.setattr(tokenizer_lib, "_CHUNK_CACHE_LIMIT", 7)
+    monkeypatch.setattr(chunk_cache, "_CHUNK_CACHE_LIMIT", 7)
     for _ in range(2):
         ids, lengths = small.encode_flat(texts)
         np.testing.assert_array_equal(ids, _flat(small, texts)[0])
@@ -346,7 +288,7 @@ def _lookup(cache, chunks, encode):
 
 
 def test_chunk_cache_keeps_no_key_whose_encoding_failed():
-    cache = tokenizer_lib._ChunkCache()
+    cache = chunk_cache.ChunkCache()
     encode = lambda keys: [[len(key)] * len(key) for key in keys]  # noqa: E731
     ids, lengths = _lookup(cache, [b"ab", b"c", b"ab"], encode)
     np.testing.assert_array_equal(ids, [2, 2, 1, 2, 2])

@@ -7,10 +7,17 @@ from pathlib import Path
 
 import pytest
 
+from jaxlm.config import data_arguments
+from jaxlm.data import pipeline
 from jaxlm.config import base_config
-from jaxlm.data import build_data
-from jaxlm.data.tokenizer import SentencePieceTokenizer
+from jaxlm.data.sentencepiece_tokenizer import SentencePieceTokenizer
 from jaxlm.tokenizer import main
+
+
+def build_data(config, workdir=None):
+    """The data pipeline as a run builds it from its whole config (caches in `workdir`)."""
+    return pipeline.build_data(config.data, **data_arguments(config), cache_dir=workdir)
+
 
 ROOT = Path(__file__).parents[2]
 
@@ -65,7 +72,7 @@ def test_char_model_type(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--input=/no/such/file.txt"], "config.data.path='/no/such/file.txt': no such file"),
     (["--input=tfds:no_such_dataset_xyz"], "config.data.tfds_name='no_such_dataset_xyz': no such TFDS dataset"),
-    (["--input=builtin", "--vocab_size=0"], "--vocab_size and --max_sentences must be positive"),
+    (["--input=builtin", "--vocab_size=0"], "flag --vocab_size=0: 0 is not a positive integer"),
     (["--input=builtin", "--max_documents=1", "--vocab_size=9000"], "sentencepiece cannot train"),
 ])
 def test_bad_input_exits_2_with_one_message(tmp_path, capsys, args, message):

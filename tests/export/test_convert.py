@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxlm.export import ExportError, from_hf, to_hf
-from jaxlm.model import ModelConfig, Transformer
+from jaxlm.export.convert import from_hf, to_hf
+from jaxlm.export.errors import ExportError
+from jaxlm.model.config import ModelConfig
+from jaxlm.model.transformer import Transformer
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

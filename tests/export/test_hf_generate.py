@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxlm import generate
+from jaxlm.generate import decode as generate
 from jaxlm.data.tokenizer import EOS_ID, PAD_ID
-from jaxlm.export import to_hf
-from jaxlm.model import ModelConfig, Transformer
+from jaxlm.export.convert import to_hf
+from jaxlm.model.config import ModelConfig
+from jaxlm.model.transformer import Transformer
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

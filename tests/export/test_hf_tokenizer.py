@@ -3,8 +3,11 @@
 import pytest
 
 from jaxlm.data.sources import builtin_documents
-from jaxlm.data.tokenizer import BOS_ID, EOS_ID, CharTokenizer, SentencePieceTokenizer
-from jaxlm.export import ExportError, hf_tokenizer
+from jaxlm.data.char_tokenizer import CharTokenizer
+from jaxlm.data.sentencepiece_tokenizer import SentencePieceTokenizer
+from jaxlm.data.tokenizer import BOS_ID, EOS_ID
+from jaxlm.export import hf_tokenizer
+from jaxlm.export.errors import ExportError
 
 transformers = pytest.importorskip("transformers")
 
@@ -27,8 +30,7 @@ def _texts(corpus):
 
 
 def _hf_tokenizer(tokenizer, family, directory):
-    path = tokenizer.save(str(directory / "jaxlm"))
-    hf_tokenizer.write(path, str(directory), family, max_len=1024)
+    hf_tokenizer.write(tokenizer, str(directory), family, max_len=1024)
     return transformers.AutoTokenizer.from_pretrained(str(directory))
 
 
@@ -65,4 +67,5 @@ def test_a_foreign_sentencepiece_model_is_refused(corpus, tmp_path):
     spm.SentencePieceTrainer.train(sentence_iterator=iter(corpus), model_prefix=str(tmp_path / "tokenizer"),
                                    vocab_size=300, minloglevel=2)  # default normalisation: NFKC, dummy prefix
     with pytest.raises(ExportError, match="normalization_rule_name='nmt_nfkc'"):
-        hf_tokenizer.write(str(tmp_path / "tokenizer.model"), str(tmp_path), "llama", 128)
+        foreign = SentencePieceTokenizer((tmp_path / "tokenizer.model").read_bytes(), "a foreign model")
+        hf_tokenizer.write(foreign, str(tmp_path), "llama", 128)

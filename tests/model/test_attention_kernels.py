@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 
 from jaxlm.config import ConfigError, base_config, validate
-from jaxlm.model import model_config_from
+from jaxlm.config import model_config
 from jaxlm.model.attention import attend, attention_mask
-from jaxlm.model.attention_kernels import cudnn_attend, splash_attend
-from jaxlm.parallel import make_mesh
+from jaxlm.model import attention_kernels
+from jaxlm.model.attention_kernels import cudnn_attend, kernel_split, splash_attend
+from jaxlm.parallel.mesh import make_mesh
 from jaxlm.train.trainer import make_trainer
 
 B, L, H, K = 2, 256, 4, 32
@@ -79,16 +80,17 @@ def _sharded_config(attention: str):
     return config
 
 
-def _one_step(attention: str):
+def _one_step(attention: str, rules: str = ""):
     config = _sharded_config(attention)
-    model_cfg = dataclasses.replace(model_config_from(config, 64), interpret_kernels=True)
+    config.mesh.rules = rules
+    model_cfg = dataclasses.replace(model_config(config, 64), interpret_kernels=True)
     trainer = make_trainer(config, model_cfg, make_mesh(config.mesh, jax.devices()[:4]))
     rng = np.random.default_rng(0)
     tokens = rng.integers(5, 64, (4, 129)).astype(np.int32)
     batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "weights": np.ones((4, 128), np.float32),
              "positions": np.tile(np.arange(128, dtype=np.int32), (4, 1)),
              "segment_ids": np.repeat([[1] * 60 + [2] * 68], 4, 0).astype(np.int32)}
-    batch = {k: jax.device_put(v, trainer.batch_sharding) for k, v in batch.items()}
+    batch = {k: jax.device_put(v, trainer.batch_shardings[k]) for k, v in batch.items()}
     state, metrics = trainer.train_step(trainer.init_state(0), batch)
     return float(metrics["loss"]), float(metrics["grad_norm"]), jax.device_get(state.params)
 
@@ -101,6 +103,30 @@ def test_splash_train_step_on_a_mesh_matches_xla():
     assert loss == pytest.approx(loss_xla, rel=1e-5) and grad_norm == pytest.approx(grad_norm_xla, rel=1e-4)
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(params_xla)):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.skipif(jax.device_count() < 4, reason="needs 4 devices (XLA_FLAGS host device count)")
+def test_a_mesh_rules_override_reaches_the_kernel(monkeypatch):
+    """With "heads=" (heads whole) the kernel's shard_map splits only the batch; the step still equals XLA's."""
+    seen = []
+    original = attention_kernels.splash_attend
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs["batch_axes"], kwargs["head_axes"]))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(attention_kernels, "splash_attend", spy)
+    loss, grad_norm, _ = _one_step("splash", rules="heads=,batch=fsdp")
+    assert set(seen) == {(("fsdp",), ())}
+    loss_xla, grad_norm_xla, _ = _one_step("xla", rules="heads=,batch=fsdp")
+    assert loss == pytest.approx(loss_xla, rel=1e-5) and grad_norm == pytest.approx(grad_norm_xla, rel=1e-4)
+
+
+def test_kernel_split_keeps_a_dimension_whole_unless_its_axes_divide_it():
+    sizes = {"data": 1, "fsdp": 2, "tensor": 4}
+    assert kernel_split(sizes, ("data", "fsdp"), 6) == ("fsdp",)  # size-1 axes split nothing
+    assert kernel_split(sizes, ("tensor",), 6) is None  # 4 does not divide 6: whole
+    assert kernel_split(sizes, (), 8) is None
 
 
 def test_config_refuses_what_a_kernel_cannot_run():
@@ -119,7 +145,7 @@ def test_trainer_refuses_a_kernel_for_other_devices(attention):
     config = _sharded_config(attention)
     config.model.dtype = "bfloat16"
     with pytest.raises(ConfigError, match=f'model.attention="{attention}" runs on'):
-        make_trainer(config, model_config_from(config, 64), make_mesh(config.mesh, jax.devices()[:4]))
+        make_trainer(config, model_config(config, 64), make_mesh(config.mesh, jax.devices()[:4]))
 
 
 @pytest.mark.skipif(not ON_GPU, reason="cuDNN flash attention needs an NVIDIA GPU; CI has none")

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxlm.model import ModelConfig, Transformer
+from jaxlm.model.config import ModelConfig
+from jaxlm.model.transformer import Transformer
 
 FAMILIES = ("gpt2", "llama", "bert")
 V, L = 37, 12

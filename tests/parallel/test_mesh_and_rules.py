@@ -5,8 +5,9 @@ import ml_collections
 import pytest
 
 from jaxlm.config import ConfigError
-from jaxlm.model import ModelConfig
-from jaxlm.parallel import make_mesh, make_rules, mesh_shape
+from jaxlm.model.config import ModelConfig
+from jaxlm.parallel.mesh import make_mesh, mesh_shape
+from jaxlm.parallel.rules import make_rules
 from jaxlm.train.partition import check_fits
 
 

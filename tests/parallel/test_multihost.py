@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FLAGS = ["--config.model.num_layers=2", "--config.model.width=32", "--config.model.num_heads=4",
@@ -19,7 +20,7 @@ FLAGS = ["--config.model.num_layers=2", "--config.model.width=32", "--config.mod
 
 def _env(devices: int) -> dict:
     return {**os.environ, "JAX_PLATFORMS": "cpu",
-            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} {os.environ.get('JAXLM_TEST_XLA_FLAGS', '')}"}
 
 
 def _free_port() -> int:
@@ -46,6 +47,7 @@ def _losses(workdir) -> dict[int, float]:
         return {r["step"]: r["loss"] for r in map(json.loads, f) if "loss" in r}
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_and_resume_together(tmp_path):
     reference = tmp_path / "one-process"
     single = subprocess.run([sys.executable, os.path.join(ROOT, "run_pretrain.py"), *FLAGS,

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from jaxlm.config import base_config
-from jaxlm.model import model_config_from
-from jaxlm.parallel import make_mesh
+from jaxlm.config import model_config
+from jaxlm.parallel.mesh import make_mesh
 from jaxlm.train.trainer import make_trainer
 
 V, B, L, D, H, N = 64, 8, 16, 64, 8, 2
@@ -43,11 +43,11 @@ def _batches(family):
 
 
 def _train(config, devices):
-    trainer = make_trainer(config, model_config_from(config, V), make_mesh(config.mesh, devices))
+    trainer = make_trainer(config, model_config(config, V), make_mesh(config.mesh, devices))
     state = trainer.init_state(config.seed)
     losses = []
     for batch in _batches(config.model.family):
-        batch = {k: jax.device_put(v, trainer.batch_sharding) for k, v in batch.items()}
+        batch = {k: jax.device_put(v, trainer.batch_shardings[k]) for k, v in batch.items()}
         state, metrics = trainer.train_step(state, batch)
         losses.append(float(metrics["loss"]))
     return losses, state
@@ -72,8 +72,13 @@ def _one_device(family, **train_fields):
     return losses, jax.device_get(state.params)
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama", "bert"])
-@pytest.mark.parametrize("preset", ["dp", "fsdp", "tp", "fsdp_tp"])
+# Every preset with one family each in the quick loop; the rest of the family x preset matrix is `slow`.
+QUICK = {("gpt2", "dp"), ("llama", "fsdp"), ("bert", "tp"), ("llama", "fsdp_tp")}
+MATRIX = [pytest.param(family, preset, marks=() if (family, preset) in QUICK else pytest.mark.slow)
+          for preset in ("dp", "fsdp", "tp", "fsdp_tp") for family in ("gpt2", "llama", "bert")]
+
+
+@pytest.mark.parametrize("family,preset", MATRIX)
 def test_sharded_steps_equal_one_device(family, preset):
     reference_losses, reference_params = _one_device(family)
     losses, state = _train(_config(family, preset), jax.devices())
@@ -92,7 +97,7 @@ def test_sharded_steps_equal_one_device(family, preset):
         assert embedding.addressable_shards[0].data.shape[0] == V // (8 if preset == "tp" else 2)
 
 
-@pytest.mark.parametrize("family", ["gpt2", "bert"])
+@pytest.mark.parametrize("family", ["gpt2", pytest.param("bert", marks=pytest.mark.slow)])
 def test_vocab_parallel_cross_entropy_equals_plain(family):
     """The shard_map loss on vocabulary-split logits gives the plain loss, gradients and updates."""
     reference_losses, reference_params = _one_device(family)
@@ -106,8 +111,8 @@ def test_vocab_parallel_eval_sums_equal_plain():
     sums = {}
     for loss in ("plain", "vocab_parallel"):
         config = _config("gpt2", "tp", cross_entropy=loss)
-        trainer = make_trainer(config, model_config_from(config, V), make_mesh(config.mesh))
-        batch = {k: jax.device_put(v, trainer.batch_sharding) for k, v in _batches("gpt2")[0].items()}
+        trainer = make_trainer(config, model_config(config, V), make_mesh(config.mesh))
+        batch = {k: jax.device_put(v, trainer.batch_shardings[k]) for k, v in _batches("gpt2")[0].items()}
         sums[loss] = jax.device_get(trainer.eval_step(trainer.init_state(0).params, batch))
     for key in ("loss_sum", "correct_sum", "weight_sum"):
         np.testing.assert_allclose(sums["vocab_parallel"][key], sums["plain"][key], rtol=1e-5)

@@ -1,4 +1,4 @@
-"""Tests for jaxlm/train/loop.py's evaluate on a CPU split into devices (mesh.cpu_devices)."""
+"""Tests for jaxlm/train/evaluate.py on a CPU split into devices (mesh.cpu_devices)."""
 
 import os
 import subprocess
@@ -16,7 +16,7 @@ _SCRIPT = textwrap.dedent("""
     import jax.numpy as jnp
     import numpy as np
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-    from jaxlm.train.loop import evaluate
+    from jaxlm.train.evaluate import evaluate
 
     mesh = Mesh(np.array(jax.devices()), ("data",))
     params = jax.device_put(jnp.eye(256) * 0.5, NamedSharding(mesh, P()))
@@ -48,7 +48,7 @@ _SCRIPT = textwrap.dedent("""
 
 def test_evaluate_over_split_cpu_devices_finishes_with_the_right_mean():
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    env.pop("XLA_FLAGS", None)  # two devices from jax_num_cpu_devices, as mesh.cpu_devices=2 makes them
+    env["XLA_FLAGS"] = os.environ.get("JAXLM_TEST_XLA_FLAGS", "")  # two devices from jax_num_cpu_devices, as mesh.cpu_devices=2 makes them
     result = subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, text=True, env=env,
                             cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

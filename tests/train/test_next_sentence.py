@@ -11,9 +11,9 @@ import pytest
 from flax import nnx
 
 from jaxlm.config import base_config
-from jaxlm.model import model_config_from
-from jaxlm.parallel import make_mesh
-from jaxlm.train import run
+from jaxlm.config import model_config
+from jaxlm.parallel.mesh import make_mesh
+from jaxlm.train.loop import run
 from jaxlm.train.trainer import make_trainer
 
 V, B, L = 64, 8, 16
@@ -43,7 +43,7 @@ def _batch(seed=0):
 
 
 def _trainer(config, devices):
-    return make_trainer(config, model_config_from(config, V), make_mesh(config.mesh, devices))
+    return make_trainer(config, model_config(config, V), make_mesh(config.mesh, devices))
 
 
 def test_the_loss_is_masked_lm_plus_next_sentence_and_both_heads_learn():
@@ -106,7 +106,7 @@ def test_gradient_accumulation_equals_one_big_batch():
                  jax.device_get(state_two.params), jax.device_get(state_one.params))
 
 
-@pytest.mark.parametrize("preset", ["fsdp", "fsdp_tp"])
+@pytest.mark.parametrize("preset", ["fsdp", pytest.param("fsdp_tp", marks=pytest.mark.slow)])
 def test_sharded_steps_equal_one_device(preset):
     def losses(config, devices):
         trainer = _trainer(config, devices)
@@ -134,6 +134,7 @@ def _topic_corpus(path, documents=24):
             f.write(" ".join(words) + "\n")
 
 
+@pytest.mark.slow
 def test_a_run_learns_next_sentence_prediction(tmp_path):
     corpus = tmp_path / "topics.txt"
     _topic_corpus(corpus)
@@ -159,22 +160,26 @@ def test_a_run_learns_next_sentence_prediction(tmp_path):
 
 def test_resuming_with_another_model_is_refused_by_name():
     # The loop checks the newest checkpoint's config before Orbax meets trees that differ.
-    from jaxlm.train.checkpoint import CheckpointError
-    from jaxlm.train.loop import _check_same_model
+    from jaxlm.runs.checkpoint import CheckpointError
+    from jaxlm.runs.meta import CheckpointMeta
+    from jaxlm.train.resume import check_same_model
+
+    def meta(saved: dict) -> CheckpointMeta:
+        return CheckpointMeta(step=60, config_json=json.dumps(saved), saved_at="")
 
     saved = json.loads(_config().to_json_best_effort())
     config = _config()
-    _check_same_model({"config": json.dumps(saved)}, config, 60)
+    check_same_model(meta(saved), config)
     config.data.next_sentence = False
     with pytest.raises(CheckpointError, match=r"step 60 was trained with data.next_sentence=True, but this run "
                                               r"asks for False, a model with other parameters"):
-        _check_same_model({"config": json.dumps(saved)}, config, 60)
+        check_same_model(meta(saved), config)
     # A checkpoint older than a field counts as its default.
     del saved["model"]["biases"], saved["data"]["next_sentence"]
     older = base_config()
     older.model.update(family="bert", num_layers=2, width=32, num_heads=4, mlp_dim=64)
     older.data.update(seq_len=L, batch_size=B)
-    _check_same_model({"config": json.dumps(saved)}, older, 60)
+    check_same_model(meta(saved), older)
     older.model.biases = "none"
     with pytest.raises(CheckpointError, match="model.biases='family'"):
-        _check_same_model({"config": json.dumps(saved)}, older, 60)
+        check_same_model(meta(saved), older)

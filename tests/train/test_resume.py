@@ -5,6 +5,7 @@ run_pretrain.py as a user would, in subprocesses."""
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,9 +15,10 @@ import jax
 import numpy as np
 import pytest
 
-from jaxlm.train import restore_params
-from jaxlm.train.guards import WorkdirLock
+from jaxlm.runs.reader import restore_params
+from jaxlm.runs.lock import WorkdirLock
 
+pytestmark = pytest.mark.slow  # whole runs in subprocesses
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = ["--config.model.num_layers=2", "--config.model.width=32", "--config.model.num_heads=4",
         "--config.data.seq_len=32", "--config.data.batch_size=8", "--config.data.tokenizer.kind=char",
@@ -35,7 +37,7 @@ def _command(workdir, *flags):
 
 def _env(devices=1):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices} {os.environ.get('JAXLM_TEST_XLA_FLAGS', '')}"
     return env
 
 
@@ -134,6 +136,15 @@ def test_sigterm_saves_exits_4_and_resumes_exactly(objective, uninterrupted, tmp
     assert _resume_and_compare(tmp_path, flags, reference_losses, reference_params) == stopped_at
 
 
+def test_a_workdir_that_lost_its_tokenizer_resumes_with_the_checkpoints_own(uninterrupted, tmp_path):
+    """The checkpoint carries the tokenizer: deleting <workdir>/tokenizer changes nothing of the resumed run."""
+    flags = [*OBJECTIVES["causal"], *REFERENCE_FLAGS]
+    _, reference_losses, reference_params = uninterrupted["causal"]
+    assert _run(tmp_path, *flags, "--config.train.stop_at=12").returncode == 0
+    shutil.rmtree(tmp_path / "tokenizer")
+    assert _resume_and_compare(tmp_path, flags, reference_losses, reference_params) == 12
+
+
 def test_restore_onto_other_meshes(tmp_path):
     """8 devices (fsdp) -> 4 devices (tensor) -> 1 device: the same losses within float32 rounding."""
     flags = ["--config.train.steps=12", "--config.checkpoint.every=4"]
@@ -150,14 +161,26 @@ def test_restore_onto_other_meshes(tmp_path):
                                rtol=1e-5)
 
 
-def _two_checkpoints(workdir):
+@pytest.fixture(scope="module")
+def two_checkpoints_run(tmp_path_factory):
+    """An 8-step run with checkpoints 4 and 8, made once; each test takes a copy (`two_checkpoints`)."""
+    workdir = tmp_path_factory.mktemp("two-checkpoints")
     result = _run(workdir, "--config.train.steps=8", "--config.checkpoint.every=4")
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(workdir / "checkpoints")) == ["4", "8"]
+    return workdir
 
 
-def test_truncated_newest_checkpoint_falls_back_to_the_previous(tmp_path):
-    _two_checkpoints(tmp_path)
+@pytest.fixture
+def two_checkpoints(two_checkpoints_run):
+    """Copies the two-checkpoint run into a workdir of the test's own."""
+    def copy(workdir):
+        shutil.copytree(two_checkpoints_run, workdir, dirs_exist_ok=True)
+    return copy
+
+
+def test_truncated_newest_checkpoint_falls_back_to_the_previous(tmp_path, two_checkpoints):
+    two_checkpoints(tmp_path)
     for path in glob.glob(str(tmp_path / "checkpoints" / "8" / "params" / "d" / "*")):
         with open(path, "r+b") as f:
             f.truncate(8)
@@ -167,8 +190,8 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous(tmp_path):
     assert _resume_line(result.stdout) == 4
 
 
-def test_checkpoint_without_commit_marker_is_skipped(tmp_path):
-    _two_checkpoints(tmp_path)
+def test_checkpoint_without_commit_marker_is_skipped(tmp_path, two_checkpoints):
+    two_checkpoints(tmp_path)
     os.remove(tmp_path / "checkpoints" / "8" / "commit_success.txt")
     result = _run(tmp_path, "--config.train.steps=10", "--config.checkpoint.every=4")
     assert result.returncode == 0, result.stderr
@@ -204,8 +227,8 @@ def test_a_second_run_on_a_busy_workdir_refuses(tmp_path):
     assert f"{tmp_path} is in use by pid {os.getpid()}" in result.stderr
 
 
-def test_restore_from_starts_a_new_run_from_weights(tmp_path):
-    _two_checkpoints(tmp_path / "first")
+def test_restore_from_starts_a_new_run_from_weights(tmp_path, two_checkpoints):
+    two_checkpoints(tmp_path / "first")
     result = _run(tmp_path / "second", "--config.train.steps=6",
                   f"--config.checkpoint.restore_from={tmp_path / 'first'}")
     assert result.returncode == 0, result.stderr
@@ -215,8 +238,8 @@ def test_restore_from_starts_a_new_run_from_weights(tmp_path):
     assert bad.returncode == 2 and "there but (2, 64, 4, 16) in this run's model" in bad.stderr
 
 
-def test_restore_from_an_unreadable_checkpoint_names_it_and_the_older_ones(tmp_path):
-    _two_checkpoints(tmp_path / "first")
+def test_restore_from_an_unreadable_checkpoint_names_it_and_the_older_ones(tmp_path, two_checkpoints):
+    two_checkpoints(tmp_path / "first")
     for path in glob.glob(str(tmp_path / "first" / "checkpoints" / "8" / "params" / "*")):
         if os.path.isfile(path):
             with open(path, "r+b") as f:

@@ -7,7 +7,8 @@ import pytest
 from flax import nnx
 
 from jaxlm.config import base_config
-from jaxlm.model import Transformer, model_config_from
+from jaxlm.config import model_config
+from jaxlm.model.transformer import Transformer
 from jaxlm.train.loss import weighted_cross_entropy
 from jaxlm.train.step import init_state, make_eval_step, make_train_step
 from jaxlm.train.optimizer import make_optimizer
@@ -20,7 +21,7 @@ def _setup(family="gpt2", grad_accum_steps=1, **train_fields):
     config.model.update(family=family, num_layers=2, width=32, num_heads=4)
     config.data.update(seq_len=L, batch_size=B)
     config.train.update(grad_accum_steps=grad_accum_steps, warmup_steps=10, **train_fields)
-    graphdef, params = nnx.split(Transformer(model_config_from(config, V), rngs=nnx.Rngs(0)))
+    graphdef, params = nnx.split(Transformer(model_config(config, V), rngs=nnx.Rngs(0)))
     params = nnx.to_pure_dict(params)
     optimizer, schedule = make_optimizer(config.train, params)
     step = jax.jit(make_train_step(graphdef, optimizer, schedule, grad_accum_steps=grad_accum_steps,
@@ -89,7 +90,7 @@ def test_dropout_keys_follow_the_step_so_runs_repeat():
     config = base_config()
     config.model.update(family="gpt2", num_layers=1, width=32, num_heads=4, dropout=0.3)
     config.data.update(seq_len=L, batch_size=B)
-    graphdef, params = nnx.split(Transformer(model_config_from(config, V), rngs=nnx.Rngs(0)))
+    graphdef, params = nnx.split(Transformer(model_config(config, V), rngs=nnx.Rngs(0)))
     params = nnx.to_pure_dict(params)
     optimizer, schedule = make_optimizer(config.train, params)
     step = jax.jit(make_train_step(graphdef, optimizer, schedule, grad_accum_steps=1, dropout_seed=7))

@@ -3,13 +3,13 @@
 import os
 
 import jax
-import pytest
 
 from jaxlm.config import base_config
-from jaxlm.model import model_config_from
-from jaxlm.parallel import make_mesh
+from jaxlm.config import model_config
+from jaxlm.parallel.mesh import make_mesh
 from jaxlm.config import load_recipe
-from jaxlm.train.summary import bytes_per_device, config_diff, param_groups, start_lines
+from jaxlm.train.partition import per_device_bytes
+from jaxlm.train.summary import config_diff, param_groups, start_lines
 from jaxlm.train.trainer import make_trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -19,7 +19,7 @@ def _trainer(preset: str):
     config = base_config()
     config.model.num_layers, config.model.width, config.model.num_heads = 2, 64, 4
     config.data.seq_len, config.data.batch_size, config.mesh.preset = 32, 8, preset
-    return config, make_trainer(config, model_config_from(config, 128), make_mesh(config.mesh))
+    return config, make_trainer(config, model_config(config, 128), make_mesh(config.mesh))
 
 
 def _bytes(tree) -> int:
@@ -38,12 +38,12 @@ def test_replicated_state_is_whole_on_each_device_and_fsdp_splits_it():
     assert jax.device_count() == 8
     _, dp = _trainer("dp")
     total = _bytes(dp.abstract_params)
-    assert bytes_per_device(dp.abstract_params, dp.params_sharding) == total
+    assert per_device_bytes(dp.abstract_params, dp.params_sharding) == total
     # AdamW keeps two moments per parameter, plus a few scalar counters.
-    opt = bytes_per_device(dp.abstract_state.opt_state, dp.state_sharding.opt_state)
+    opt = per_device_bytes(dp.abstract_state.opt_state, dp.state_sharding.opt_state)
     assert 2 * total <= opt <= 2 * total + 64
     _, fsdp = _trainer("fsdp")
-    sharded = bytes_per_device(fsdp.abstract_params, fsdp.params_sharding)
+    sharded = per_device_bytes(fsdp.abstract_params, fsdp.params_sharding)
     assert total / 8 <= sharded < total / 2  # norms stay replicated, the matrices are split 8 ways
 
 
@@ -57,7 +57,8 @@ def test_config_diff_lists_only_the_changed_fields():
 
 def test_start_lines_name_modules_memory_and_the_diff():
     config, trainer = _trainer("fsdp")
-    lines = start_lines(config, os.path.join(ROOT, "configs", "default.py"), trainer.abstract_params,
+    default = os.path.join(ROOT, "configs", "default.py")
+    lines = start_lines(config, ("default.py", load_recipe(default)), trainer.abstract_params,
                         trainer.abstract_state, trainer.state_sharding, trainer.params_sharding)
     assert lines[0].startswith("params | blocks ") and "lm_head" in lines[0]
     assert lines[1].startswith("memory | ") and "optimizer state per device" in lines[1]
@@ -66,9 +67,9 @@ def test_start_lines_name_modules_memory_and_the_diff():
                         "model.width 192 -> 64")
 
 
-@pytest.mark.parametrize("recipe", [None, "/nonexistent/recipe.py"])
-def test_without_a_loadable_recipe_the_diff_is_against_the_defaults(recipe):
+def test_without_a_recipe_the_diff_is_against_the_defaults():
+    """A run started from Python (a notebook) names no recipe: the defaults are the reference."""
     config, trainer = _trainer("dp")
-    line = start_lines(config, recipe, trainer.abstract_params, trainer.abstract_state, trainer.state_sharding,
+    line = start_lines(config, None, trainer.abstract_params, trainer.abstract_state, trainer.state_sharding,
                        trainer.params_sharding)[2]
     assert line.startswith("config | vs jaxlm/config.py") and "model.width 192 -> 64" in line

@@ -79,7 +79,7 @@ def tiny_run(tmp_path_factory):
     """A 30-step causal run through run_pretrain.py, as CI sees it: stdout is a pipe, not a terminal."""
     workdir = tmp_path_factory.mktemp("run")
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAXLM_PEAK_FLOPS": "1e11"}
-    env.pop("XLA_FLAGS", None)
+    env["XLA_FLAGS"] = os.environ.get("JAXLM_TEST_XLA_FLAGS", "")
     flags = ["--config.model.num_layers=1", "--config.model.width=32", "--config.model.num_heads=2",
              "--config.data.seq_len=32", "--config.data.batch_size=4", "--config.train.steps=30",
              "--config.train.warmup_steps=5", "--config.log.every=10", "--config.eval.every=15",
@@ -93,6 +93,7 @@ def tiny_run(tmp_path_factory):
     return workdir, result.stdout, records
 
 
+@pytest.mark.slow
 def test_the_plain_lines_read_back_as_the_logged_metrics(tiny_run):
     _, stdout, records = tiny_run
     lines = [parse_line(line) for line in stdout.splitlines() if line.startswith(("step ", "eval "))]
@@ -108,6 +109,7 @@ def test_the_plain_lines_read_back_as_the_logged_metrics(tiny_run):
         (r["step"], pytest.approx(r["val_loss"], abs=1e-4)) for r in records if "val_loss" in r]
 
 
+@pytest.mark.slow
 def test_the_start_summary_names_modules_memory_the_config_diff_and_the_workdir(tiny_run):
     workdir, stdout, _ = tiny_run
     heads = {line.split(" | ")[0].strip(): line for line in stdout.splitlines() if " | " in line}
@@ -117,6 +119,7 @@ def test_the_start_summary_names_modules_memory_the_config_diff_and_the_workdir(
     assert f"workdir {workdir}" in heads["jaxlm"]
 
 
+@pytest.mark.slow
 def test_the_run_writes_the_expected_tensorboard_scalars(tiny_run):
     workdir, _, records = tiny_run
     scalars = _scalars(str(workdir / "tensorboard"))

@@ -1,14 +1,11 @@
-"""What keeps a run's workdir safe: one run at a time, and a clean stop on SIGTERM or SIGINT."""
+"""One run per workdir: creating it, and an exclusive lock held for the life of the run."""
 
 from __future__ import annotations
 
 import fcntl
 import os
-import signal
-import types
 
-import jax
-from jax.experimental import multihost_utils
+from jaxlm.runs.layout import LOCK_FILE, is_remote
 
 
 class WorkdirError(RuntimeError):
@@ -42,11 +39,11 @@ class WorkdirLock:
     """
 
     def __init__(self, workdir: str):
-        self.path = os.path.join(workdir, ".lock")
+        self.path = os.path.join(workdir, LOCK_FILE)
         self._file = None
 
     def __enter__(self) -> WorkdirLock:
-        if "://" in self.path:
+        if is_remote(self.path):
             return self
         self._file = open(self.path, "a+")
         try:
@@ -69,36 +66,3 @@ class WorkdirLock:
             self._file.close()
 
 
-class StopSignals:
-    """Turns SIGTERM/SIGINT into a request to save and stop after the current step.
-
-    With several processes, a signal reaches hosts at different steps, so the stop step comes from
-    JAX's preemption sync point, which every host agrees on; one process watches its own flag.
-    A second SIGINT interrupts at once, as usual.
-    """
-
-    def __init__(self):
-        self.received: int | None = None
-        self._previous: dict[int, object] = {}
-
-    def __enter__(self) -> StopSignals:
-        if jax.process_count() > 1:
-            return self  # jax.distributed's preemption notifier owns SIGTERM; do not replace it
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: types.FrameType | None) -> None:
-        if self.received == signal.SIGINT and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.received = signum
-
-    def requested(self, step: int) -> bool:
-        """Whether the run should save and stop after `step`."""
-        if jax.process_count() > 1:
-            return multihost_utils.reached_preemption_sync_point(step)
-        return self.received is not None
-
-    def __exit__(self, *exc) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)

@@ -1,20 +1,20 @@
-"""python -m jaxlm.plot WORKDIR [--out=PNG]: the run's training and validation loss against step.
+"""A run's training and validation loss against step, from its metrics.jsonl, as a figure or a PNG.
 
-Reads <workdir>/metrics.jsonl and writes a PNG (default <workdir>/loss.png) with matplotlib's Agg
-canvas, so it needs no display and leaves pyplot's backend alone (notebooks keep theirs).
+Drawn with matplotlib's Agg canvas, so it needs no display and leaves pyplot's backend alone (notebooks
+keep theirs).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
+
+from jaxlm.runs.layout import METRICS_FILE
 
 
 def read_metrics(workdir: str) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
     """(step, train loss) and (step, validation loss) pairs from <workdir>/metrics.jsonl."""
-    path = os.path.join(workdir, "metrics.jsonl")
+    path = os.path.join(workdir, METRICS_FILE)
     with open(path) as f:
         records = [json.loads(line) for line in f if line.strip()]
     train = [(r["step"], r["loss"]) for r in records if "loss" in r]
@@ -52,25 +52,3 @@ def write_png(workdir: str, out: str | None = None) -> str:
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     figure.savefig(out, format="png")
     return out
-
-
-def main(argv: list[str]) -> int:
-    """Runs the command line; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m jaxlm.plot", description=__doc__.split("\n")[0])
-    parser.add_argument("workdir", help="a jaxlm run's --workdir")
-    parser.add_argument("--out", default=None, help="the PNG to write (default: WORKDIR/loss.png)")
-    args = parser.parse_args(argv)
-    if not os.path.exists(os.path.join(args.workdir, "metrics.jsonl")):
-        print(f"error: {args.workdir}/metrics.jsonl does not exist; give the --workdir of a jaxlm run",
-              file=sys.stderr)
-        return 2
-    train, val = read_metrics(args.workdir)
-    if not train and not val:
-        print(f"error: {args.workdir}/metrics.jsonl holds no loss yet", file=sys.stderr)
-        return 2
-    print(f"wrote {write_png(args.workdir, args.out)} ({len(train)} train, {len(val)} validation points)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

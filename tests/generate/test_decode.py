@@ -1,4 +1,4 @@
-"""KV-cache decoding, sampling filters and fill-mask against full forward passes of the model."""
+"""KV-cache decoding and sampling filters against full forward passes of the model; fused-kernel runs decode too."""
 
 import dataclasses
 import functools
@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxlm import generate
-from jaxlm.model import ModelConfig, Transformer
-from jaxlm.model.transformer import unstack_layers
+from jaxlm.generate import decode as generate
+from jaxlm.generate.fill_mask import fill_mask
+from jaxlm.model.config import ModelConfig
+from jaxlm.model.transformer import Transformer, unstack_layers
 
 EOS_ID = 3
 V = 23
@@ -149,25 +150,14 @@ def test_top_k_and_top_p_draw_only_from_their_sets():
                 assert token in allowed
 
 
-def test_fill_mask_returns_sorted_top_k_probabilities_of_the_model():
-    graphdef, params = _model("bert")
-    ids = [2, 7, 4, 9, 3]
-    top = generate.fill_mask(graphdef, params, ids, top_k=3)
-    logits = nnx.merge(graphdef, params)(jnp.array([ids]), jnp.arange(5)[None], jnp.ones((1, 5), int))
-    probs = np.array(jax.nn.softmax(logits[0, 2]))
-    assert [t for t, _ in top[2]] == list(np.argsort(-probs)[:3])
-    np.testing.assert_allclose([p for _, p in top[2]], np.sort(probs)[::-1][:3], rtol=1e-5)
-
-
-
 @pytest.mark.parametrize("attention", ["splash", "cudnn"])
 def test_a_run_trained_with_a_fused_kernel_samples_and_fills_masks_anywhere(attention):
     """Short prompts on the CPU: inference uses "xla" attention over the very same parameters."""
     bert_graphdef, bert_params = _model("bert")
     trained_cfg = dataclasses.replace(nnx.merge(bert_graphdef, bert_params).cfg, attention=attention)
     ids = [2, 7, 4, 9, 3]
-    assert (generate.fill_mask(generate.inference_graphdef(trained_cfg), bert_params, ids, top_k=3)
-            == generate.fill_mask(bert_graphdef, bert_params, ids, top_k=3))
+    assert (fill_mask(generate.inference_graphdef(trained_cfg), bert_params, ids, top_k=3)
+            == fill_mask(bert_graphdef, bert_params, ids, top_k=3))
     graphdef, params = _model("llama")
     trained_cfg = dataclasses.replace(nnx.merge(graphdef, params).cfg, attention=attention)
     kwargs = dict(max_new_tokens=4, max_len=MAX_LEN, eos_id=EOS_ID)

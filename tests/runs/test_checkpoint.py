@@ -5,21 +5,22 @@ import os
 import shutil
 
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
-from jaxlm.train.checkpoint import Checkpointer, CheckpointError, restore_params
+from jaxlm.runs.checkpoint import Checkpointer, CheckpointError
+from jaxlm.runs.meta import CheckpointMeta
+from jaxlm.runs.reader import restore_params
 
-CONFIG = ml_collections.ConfigDict({"keep": 3, "keep_every": 0, "async_save": True})
+CONFIG = {"keep": 3, "keep_every": 0, "async_save": True}
 
 
 def _meta(step):
-    return {"state": {"step": step}, "config": "{}"}
+    return CheckpointMeta(step=step, config_json="{}", saved_at="")
 
 
 def test_a_failed_save_names_the_step_and_keeps_older_checkpoints(tmp_path, monkeypatch):
-    checkpointer = Checkpointer(str(tmp_path / "checkpoints"), CONFIG)
+    checkpointer = Checkpointer(str(tmp_path / "checkpoints"), **CONFIG)
     params = {"w": jnp.arange(6.0).reshape(2, 3)}
     checkpointer.save(1, params, {"count": jnp.zeros((), jnp.int32)}, _meta(1))
     checkpointer.wait()
@@ -43,7 +44,7 @@ def test_a_failed_save_names_the_step_and_keeps_older_checkpoints(tmp_path, monk
 def test_restore_params_names_what_is_missing(tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoints at"):
         restore_params(str(tmp_path / "nowhere"))
-    checkpointer = Checkpointer(str(tmp_path / "checkpoints"), CONFIG)
+    checkpointer = Checkpointer(str(tmp_path / "checkpoints"), **CONFIG)
     checkpointer.save(3, {"w": jnp.ones(2)}, {"c": jnp.zeros(())}, _meta(3))
     checkpointer.close()
     with pytest.raises(CheckpointError, match="no complete checkpoint at step 5; it has 3"):
@@ -51,7 +52,7 @@ def test_restore_params_names_what_is_missing(tmp_path):
 
 
 def test_restore_params_of_an_unreadable_checkpoint_names_it_and_the_older_ones(tmp_path):
-    checkpointer = Checkpointer(str(tmp_path / "checkpoints"), CONFIG)
+    checkpointer = Checkpointer(str(tmp_path / "checkpoints"), **CONFIG)
     for step in (1, 2):
         checkpointer.save(step, {"w": jnp.full(2, float(step))}, {"c": jnp.zeros(())}, _meta(step))
         checkpointer.wait()

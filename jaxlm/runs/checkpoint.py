@@ -1,31 +1,26 @@
-"""Orbax checkpoints in <workdir>/checkpoints: save in the background, restore the newest good one.
+"""Orbax checkpoints of a run: save in the background, restore the newest good one onto any mesh.
 
-A checkpoint holds three items: `params` and `opt_state` (sharded arrays, restored onto whatever mesh
-the new run has) and `meta` (JSON: step counters, the config, the data's identity and the tokenizer
-file itself, so a checkpoint directory is enough to export or continue a run). A step directory
-counts only when Orbax finished it and wrote its commit marker; a newest checkpoint that fails to
-restore is reported and the one before it is used.
+A checkpoint holds up to three items: `params` and `opt_state` (sharded arrays, restored onto whatever
+mesh the new run has; a params-only checkpoint, such as an imported model, has no `opt_state`) and
+`meta` (a `meta.CheckpointMeta` as JSON). A step directory counts only when Orbax finished it and wrote
+its commit marker; a newest checkpoint that fails to restore is reported and the one before it is used.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import datetime
-import hashlib
-import json
-import os
 from collections.abc import Callable, Iterator
 
 import jax
-import ml_collections
-import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from jaxlm.runs.layout import BAD_CHECKPOINTS_DIR, absolute
+from jaxlm.runs.meta import CheckpointMeta
+
 _COMMIT_MARKER = "commit_success.txt"
-_ITEMS = ("params", "opt_state", "meta")
 
 
 class CheckpointError(RuntimeError):
@@ -34,47 +29,29 @@ class CheckpointError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class Restored:
-    """A restored checkpoint: its step, the arrays, and the JSON metadata saved beside them."""
+    """A restored checkpoint: its step, the arrays (opt_state None when not asked for or not saved), its meta."""
 
     step: int
     params: dict
     opt_state: object
-    meta: dict
-
-
-def checkpoint_dir(path: str) -> str:
-    """The checkpoints directory of a workdir (its config's checkpoint.directory, else
-    <workdir>/checkpoints), or `path` itself when it already is one."""
-    config_file = epath.Path(path) / "config.json"
-    if config_file.exists():
-        elsewhere = json.loads(config_file.read_text()).get("checkpoint", {}).get("directory")
-        if elsewhere:
-            return elsewhere
-    nested = os.path.join(path, "checkpoints")
-    return nested if epath.Path(nested).exists() else path
-
-
-def tokenizer_record(path: str) -> dict:
-    """The tokenizer file as the checkpoint stores it: name, sha256 and the bytes (base64)."""
-    content = epath.Path(path).read_bytes()
-    return {"file": os.path.basename(path), "sha256": hashlib.sha256(content).hexdigest(),
-            "content_b64": base64.b64encode(content).decode("ascii")}
+    meta: CheckpointMeta
 
 
 class Checkpointer:
-    """Saves and restores a run's state under `directory`, keeping the newest `keep` (+ every Mth)."""
+    """Saves and restores a run's state under `directory`, keeping the newest `keep` (and every step
+    divisible by `keep_every`); `read_only` opens someone else's checkpoints without touching them."""
 
-    def __init__(self, directory: str, config: ml_collections.ConfigDict, *, read_only: bool = False):
+    def __init__(self, directory: str, *, keep: int = 1, keep_every: int = 0, async_save: bool = False,
+                 read_only: bool = False):
         # Orbax wants absolute paths; a relative --workdir is the common case on a laptop.
-        self.directory = directory if "://" in directory else os.path.abspath(directory)
+        self.directory = absolute(directory)
         self._last_save: int | None = None
         if read_only:
             options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0,
                                                    enable_async_checkpointing=False)
         else:
-            options = ocp.CheckpointManagerOptions(max_to_keep=config.keep,
-                                                   keep_period=config.keep_every or None,
-                                                   enable_async_checkpointing=config.async_save)
+            options = ocp.CheckpointManagerOptions(max_to_keep=keep, keep_period=keep_every or None,
+                                                   enable_async_checkpointing=async_save)
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=_handlers())
 
     def complete_steps(self) -> list[int]:
@@ -83,11 +60,13 @@ class Checkpointer:
                        if (epath.Path(self.directory) / str(step) / _COMMIT_MARKER).exists()),
                       reverse=True)
 
-    def save(self, step: int, params: dict, opt_state, meta: dict) -> None:
-        """Starts writing step's checkpoint; returns once the arrays are copied off the devices."""
-        args = ocp.args.Composite(params=ocp.args.StandardSave(params),
-                                  opt_state=ocp.args.StandardSave(opt_state),
-                                  meta=ocp.args.JsonSave(meta))
+    def save(self, step: int, params: dict, opt_state, meta: CheckpointMeta) -> None:
+        """Starts writing step's checkpoint (opt_state None: params only); returns once the arrays are
+        copied off the devices."""
+        items = {"params": ocp.args.StandardSave(params), "meta": ocp.args.JsonSave(meta.to_json())}
+        if opt_state is not None:
+            items["opt_state"] = ocp.args.StandardSave(opt_state)
+        args = ocp.args.Composite(**items)
         self._last_save = step
         try:
             self._manager.save(step, args=args, force=True)
@@ -140,33 +119,43 @@ class Checkpointer:
 
     def _set_aside(self, step: int) -> str:
         """Moves a bad step directory out of Orbax's sight, next to the checkpoints directory."""
-        target = epath.Path(self.directory).parent / "bad_checkpoints" / f"{step}-{now_iso()}"
+        target = epath.Path(self.directory).parent / BAD_CHECKPOINTS_DIR / f"{step}-{now_iso()}"
         if jax.process_index() == 0:
             target.parent.mkdir(parents=True, exist_ok=True)
             (epath.Path(self.directory) / str(step)).rename(target)
         self._manager.reload()
         return str(target)
 
+    def has_optimizer_state(self, step: int) -> bool:
+        """Whether step's checkpoint holds optimizer state (a params-only one, such as an import, does not)."""
+        return (epath.Path(self.directory) / str(step) / "opt_state").exists()
+
     def restore(self, step: int, abstract_params, abstract_opt_state=None) -> Restored:
-        """Step's checkpoint onto the abstract trees' shardings (opt_state skipped when None)."""
+        """Step's checkpoint onto the abstract trees' shardings (opt_state skipped when None or not saved)."""
         items = {"params": ocp.args.StandardRestore(abstract_params), "meta": ocp.args.JsonRestore()}
-        if abstract_opt_state is not None:
+        with_opt_state = abstract_opt_state is not None and self.has_optimizer_state(step)
+        if with_opt_state:
             items["opt_state"] = ocp.args.StandardRestore(abstract_opt_state)
         restored = self._manager.restore(step, args=ocp.args.Composite(**items))
         return Restored(step=step, params=restored.params,
-                        opt_state=restored["opt_state"] if abstract_opt_state is not None else None,
-                        meta=restored.meta)
+                        opt_state=restored["opt_state"] if with_opt_state else None,
+                        meta=CheckpointMeta.from_json(restored.meta, step))
 
-    def newest_meta(self) -> tuple[int, dict] | None:
-        """(step, meta) of the newest committed checkpoint, read alone (no arrays); None if none reads."""
-        for step in sorted(self._manager.all_steps(), reverse=True):
-            if (epath.Path(self.directory) / str(step) / _COMMIT_MARKER).exists():
-                try:
-                    meta_only = ocp.args.Composite(meta=ocp.args.JsonRestore())
-                    return step, self._manager.restore(step, args=meta_only).meta
-                except Exception:  # restore_newest reports an unreadable step and falls back
-                    return None
-        return None
+    def meta(self, step: int) -> CheckpointMeta:
+        """Step's metadata, read alone (no arrays)."""
+        meta_only = ocp.args.Composite(meta=ocp.args.JsonRestore())
+        return CheckpointMeta.from_json(self._manager.restore(step, args=meta_only).meta, step)
+
+    def newest_meta(self) -> CheckpointMeta | None:
+        """The metadata of the newest committed checkpoint, read alone; None if there is none or it does not
+        read (restore_newest then reports it and falls back)."""
+        steps = self.complete_steps()
+        if not steps:
+            return None
+        try:
+            return self.meta(steps[0])
+        except Exception:  # Orbax raises many kinds; restore_newest names the cause
+            return None
 
     def saved_params_shapes(self, step: int) -> dict:
         """The saved params as a tree of ShapeDtypeStructs (no sharding), read from the metadata."""
@@ -180,43 +169,6 @@ class Checkpointer:
 def _handlers() -> dict:
     return {"params": ocp.StandardCheckpointHandler(), "opt_state": ocp.StandardCheckpointHandler(),
             "meta": ocp.JsonCheckpointHandler()}
-
-
-def restore_params(path: str, step: int | None = None, shardings: dict | None = None
-                   ) -> tuple[ml_collections.ConfigDict, dict, int]:
-    """(the run's config, its float32 params, the step) from a workdir or checkpoints directory.
-
-    Runs in one process on one device by default, whatever mesh the checkpoint was saved on; pass
-    `shardings` (a tree like the params) to place the arrays on a mesh instead. `step` None = the
-    newest complete checkpoint.
-    """
-    directory = checkpoint_dir(path)
-    if not epath.Path(directory).exists():
-        raise CheckpointError(f"no checkpoints at {path}: expected a run's workdir or its "
-                              "checkpoints directory")
-    checkpointer = Checkpointer(directory, _read_only_config(), read_only=True)
-    steps = checkpointer.complete_steps()
-    if not steps:
-        raise CheckpointError(f"{directory} holds no complete checkpoint")
-    if step is None:
-        step = steps[0]
-    elif step not in steps:
-        raise CheckpointError(f"{directory} has no complete checkpoint at step {step}; it has "
-                              f"{', '.join(map(str, sorted(steps)))}")
-    try:
-        with reading_step(directory, step, steps):
-            shapes = checkpointer.saved_params_shapes(step)
-        device = jax.local_devices()[0]
-        abstract = jax.tree.map(
-            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-            shapes, shardings if shardings is not None
-            else jax.tree.map(lambda _: jax.sharding.SingleDeviceSharding(device), shapes))
-        with reading_step(directory, step, steps):
-            restored = checkpointer.restore(step, abstract)
-    finally:
-        checkpointer.close()
-    config = ml_collections.ConfigDict(json.loads(restored.meta["config"]))
-    return config, jax.tree.map(np.asarray, restored.params) if shardings is None else restored.params, step
 
 
 @contextlib.contextmanager
@@ -249,9 +201,6 @@ def _cause(error: Exception) -> str:
     return f"{type(error).__name__}: {lines[0][:200] if lines else 'no detail'}"
 
 
-def _read_only_config() -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict({"keep": 1, "keep_every": 0, "async_save": False})
-
-
 def now_iso() -> str:
+    """The local time now, ISO 8601 with the timezone, to the second."""
     return datetime.datetime.now().astimezone().isoformat(timespec="seconds")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from jaxlm.model import ModelConfig
+from jaxlm.model.config import ModelConfig
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,26 +1,23 @@
-"""Decoding from a trained model: KV-cache sampling for causal models, fill-mask for masked ones.
+"""Decoding from a causal model with a key/value cache: greedy, temperature, top-k and top-p sampling.
 
 `generate` runs a batch of prompts of different lengths through one jitted program: the prompts,
 left-padded to a common length, fill the key/value cache in one pass (prefill); then each step feeds
-one token per row and reads one row of logits. Greedy, temperature, top-k and top-p sampling; a row
-stops at EOS or at the end of the model's window. `python -m jaxlm.generate --workdir=DIR` samples from
-(or, for bert, fills the masks of) a trained run.
-Shape letters: B batch, P padded prompt length, S new tokens, V vocab, K top-k.
+one token per row and reads one row of logits. A row stops at EOS or at the end of the model's window.
+Shape letters: B batch, P padded prompt length, S new tokens, V vocab.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxlm.model import ModelConfig, Transformer
-from jaxlm.model.transformer import unstack_layers
+from jaxlm.model.config import ModelConfig
+from jaxlm.model.transformer import Transformer, unstack_layers
 
 # Prompt lengths are padded up to a multiple of this, so nearby lengths share one compiled program.
 _PROMPT_BUCKET = 16
@@ -144,77 +141,3 @@ def sample(graphdef: nnx.GraphDef, params: dict, prompt_ids: list[int], *, num_t
     prompt_ids = (prompt_ids or [eos_id])[-(max_len - 1):]
     return generate(graphdef, params, [prompt_ids], max_new_tokens=num_tokens, max_len=max_len,
                     temperature=temperature, seed=seed, eos_id=eos_id)[0]
-
-
-@functools.partial(jax.jit, static_argnames=("graphdef", "top_k"))
-def _top_k_predictions(graphdef: nnx.GraphDef, params: dict, ids_1xL: jax.Array, *, top_k: int
-                       ) -> tuple[jax.Array, jax.Array]:
-    model = nnx.merge(graphdef, params)
-    length = ids_1xL.shape[1]
-    logits_1xLxV = model(ids_1xL, jnp.arange(length)[None], jnp.ones_like(ids_1xL))
-    probs_LxV = jax.nn.softmax(logits_1xLxV[0].astype(jnp.float32), axis=-1)
-    return jax.lax.top_k(probs_LxV, top_k)
-
-
-def fill_mask(graphdef: nnx.GraphDef, params: dict, ids: list[int], *, top_k: int = 3
-              ) -> list[list[tuple[int, float]]]:
-    """For every position of ids, the top_k (id, probability) predictions of a masked LM."""
-    probs_LxK, ids_LxK = _top_k_predictions(graphdef, params, jnp.array([ids], jnp.int32), top_k=top_k)
-    return [[(int(i), float(p)) for i, p in zip(row_ids, row_probs)]
-            for row_ids, row_probs in zip(ids_LxK.tolist(), probs_LxK.tolist())]
-
-
-def _main(argv: list[str]) -> int:
-    """python -m jaxlm.generate: continue prompts (causal) or fill <mask>s (bert) with a trained run."""
-    import argparse
-    import logging
-
-    # Entry point only: it opens the run's checkpoint through the export room's run reader.
-    from jaxlm.data.tokenizer import CharTokenizer, SentencePieceTokenizer
-    from jaxlm.export import ExportError
-    from jaxlm.export.__main__ import open_run
-
-    parser = argparse.ArgumentParser(prog="python -m jaxlm.generate", description=_main.__doc__)
-    parser.add_argument("--workdir", required=True, help="a jaxlm run")
-    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
-    parser.add_argument("--prompt", action="append", default=None,
-                        help="text to continue (repeat for a batch); bert: text with <mask> pieces")
-    parser.add_argument("--num_tokens", type=int, default=64, help="new tokens per prompt at most")
-    parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-    parser.add_argument("--top_k", type=int, default=0, help="sample from the k likeliest tokens (0 = all)")
-    parser.add_argument("--top_p", type=float, default=1.0, help="sample from the smallest set with this mass")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    logging.getLogger("absl").setLevel(logging.ERROR)  # Orbax's notes on read-only restores
-    if args.temperature < 0 or args.top_k < 0 or not 0 < args.top_p <= 1 or args.num_tokens < 1:
-        print("error: need --temperature >= 0, --top_k >= 0, 0 < --top_p <= 1 and --num_tokens >= 1",
-              file=sys.stderr)
-        return 2
-    try:
-        _, model_cfg, params, tokenizer_path, step = open_run(args.workdir, args.step)
-    except ExportError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    tokenizer = (SentencePieceTokenizer if tokenizer_path.endswith(".model") else CharTokenizer).load(tokenizer_path)
-    graphdef = inference_graphdef(model_cfg)
-    prompts = args.prompt or [""]
-    if not model_cfg.causal:
-        for text in prompts:
-            ids = [tokenizer.bos_id, *tokenizer.encode(text)[:model_cfg.max_len - 2], tokenizer.eos_id]
-            predictions = fill_mask(graphdef, params, ids, top_k=5)
-            masks = [i for i, t in enumerate(ids) if t == tokenizer.mask_id]
-            print(f"{text!r}: no <mask> to fill" if not masks else text)
-            for i in masks:
-                print(f"  <mask> at {i}: " + ", ".join(f"{tokenizer.decode([t])!r} {p:.3f}" for t, p in predictions[i]))
-        return 0
-    encoded = [(tokenizer.encode(text) or [tokenizer.eos_id])[-(model_cfg.max_len - 1):] for text in prompts]
-    outputs = generate(graphdef, params, encoded, max_new_tokens=args.num_tokens, max_len=model_cfg.max_len,
-                       temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                       eos_id=tokenizer.eos_id)
-    for text, new_ids in zip(prompts, outputs):
-        print(f"--- step {step} | {text!r}\n{text}{tokenizer.decode(new_ids)}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))
