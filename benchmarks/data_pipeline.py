@@ -27,11 +27,13 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from jaxlm.config import base_config  # noqa: E402
-from jaxlm.config import data_arguments  # noqa: E402
+from jaxlm.config import (
+    base_config,  # noqa: E402
+    data_arguments,  # noqa: E402
+)
 from jaxlm.data.pipeline import build_data  # noqa: E402
-from jaxlm.data.sources import TextSource, builtin_documents  # noqa: E402
 from jaxlm.data.sentencepiece_tokenizer import SentencePieceTokenizer  # noqa: E402
+from jaxlm.data.sources import TextSource, builtin_documents  # noqa: E402
 
 SHAKESPEARE = pathlib.Path(__file__).resolve().parents[2] / "shared/data/tinyshakespeare.txt"
 TARGET = 2e6  # tokens/s: 10x a gpt2_small step's appetite on one H100

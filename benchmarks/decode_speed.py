@@ -31,9 +31,9 @@ from flax import nnx
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from jaxlm.generate import decode as generate  # noqa: E402
-from jaxlm.export.convert import to_hf  # noqa: E402
 from jaxlm.config import model_config  # noqa: E402
+from jaxlm.export.convert import to_hf  # noqa: E402
+from jaxlm.generate import decode as generate  # noqa: E402
 from jaxlm.model.transformer import Transformer  # noqa: E402
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"

@@ -96,8 +96,8 @@ def run_jaxlm(config) -> dict:
     import jax.numpy as jnp
 
     from jaxlm.config import model_config
-    from jaxlm.parallel.mesh import make_mesh
     from jaxlm.model.flops import train_step_flops
+    from jaxlm.parallel.mesh import make_mesh
     from jaxlm.train import mfu
     from jaxlm.train.trainer import make_trainer
 

@@ -196,7 +196,7 @@ def _run(block: dict, cwd: str, *, optimized: bool = False) -> subprocess.Comple
         if earlier["number"] in _RAN:
             source = _RAN[earlier["number"]]
             shutil.copytree(source, cwd, symlinks=True, dirs_exist_ok=True,
-                            ignore=lambda path, names: LINKED if path == source else ())
+                            ignore=lambda path, names, source=source: LINKED if path == source else ())
         else:
             _check(earlier, _run(earlier, cwd))
     script = _script(block, cwd)

@@ -7,7 +7,6 @@ import sys
 
 import pytest
 
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--config.model.num_layers=1", "--config.model.width=32", "--config.model.num_heads=2",
         "--config.data.seq_len=32", "--config.data.batch_size=4", "--config.train.steps=30",

@@ -21,8 +21,17 @@ from sentencepiece import sentencepiece_model_pb2
 
 from jaxlm.data.chunk_cache import ChunkCache
 from jaxlm.data.errors import DataError
-from jaxlm.data.tokenizer import (BOS_ID, EOS_ID, MASK_ID, MODEL_TYPES, PAD_ID, SPECIAL_PIECES, UNK_ID,
-                                  FixedSpecials, read_tokenizer_file)
+from jaxlm.data.tokenizer import (
+    BOS_ID,
+    EOS_ID,
+    MASK_ID,
+    MODEL_TYPES,
+    PAD_ID,
+    SPECIAL_PIECES,
+    UNK_ID,
+    FixedSpecials,
+    read_tokenizer_file,
+)
 
 # Bounds the sentencepiece trainer's memory on a large corpus (config.data.tokenizer.max_sentences).
 MAX_SENTENCES = 1_000_000

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
+import numpy as np
+
 from jaxlm.data.errors import DataError
 from jaxlm.data.sources import Source
 
@@ -57,7 +59,7 @@ class TfdsSource(Source):
         features = info.features
         # Scalar strings only: a sequence of strings is not one document.
         text_features = [key for key, feature in features.items()
-                         if feature.np_dtype == object and feature.shape == ()] if hasattr(features, "items") else []
+                         if np.dtype(feature.np_dtype) == np.dtype(object) and feature.shape == ()] if hasattr(features, "items") else []
         if text_field not in text_features:
             raise DataError(f"config.data.text_field={text_field!r}: {name} has no such text feature; its text "
                             f"features are {', '.join(map(repr, text_features)) or 'none'}")

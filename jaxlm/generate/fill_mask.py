@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxlm.data.tokenizer import SPECIAL_PIECES, MASK_ID, Tokenizer
+from jaxlm.data.tokenizer import MASK_ID, SPECIAL_PIECES, Tokenizer
 
 MASK = SPECIAL_PIECES[MASK_ID]  # "<mask>"
 MASK_SPELLINGS = (MASK, "[MASK]")

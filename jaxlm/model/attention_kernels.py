@@ -36,7 +36,7 @@ def cudnn_attend(q_BxLxHxK: jax.Array, k_BxLxGxK: jax.Array, v_BxLxGxK: jax.Arra
                                         implementation=implementation)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _splash_kernel(num_heads: int, length: int, causal: bool, interpret: bool):
     # Imported here: the Pallas TPU module is only needed (and only imports cleanly) when used.
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as kernel

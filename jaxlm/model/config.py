@@ -9,13 +9,16 @@ from __future__ import annotations
 import dataclasses
 import math
 
-# What each family is made of. Sizes come from whoever builds the ModelConfig (jaxlm.config.model_config).
+# What each family is made of (scaled: GPT-2's residual projections drawn with std / sqrt(2 * layers)).
+# Sizes come from whoever builds the ModelConfig (jaxlm.config.model_config).
+# fmt: off
 FAMILY_ARCHITECTURES = {
-    #         norm         norm_position positions  ffn         activation    causal tied   head   bias   type_vocab norm_eps scaled_residual_init
-    "gpt2":  ("layernorm", "pre",        "learned", "mlp",      "gelu_tanh",  True,  True,  "lm",  True,  0,         1e-5,    True),
-    "llama": ("rmsnorm",   "pre",        "rope",    "swiglu",   "silu",       True,  False, "lm",  False, 0,         1e-5,    False),
-    "bert":  ("layernorm", "post",       "learned", "mlp",      "gelu",       False, True,  "mlm", True,  2,         1e-12,   False),
+    #         norm         norm_pos positions  ffn       activation   causal tied   head   bias   types eps    scaled
+    "gpt2":  ("layernorm", "pre",   "learned", "mlp",    "gelu_tanh", True,  True,  "lm",  True,  0,    1e-5,  True),
+    "llama": ("rmsnorm",   "pre",   "rope",    "swiglu", "silu",      True,  False, "lm",  False, 0,    1e-5,  False),
+    "bert":  ("layernorm", "post",  "learned", "mlp",    "gelu",      False, True,  "mlm", True,  2,    1e-12, False),
 }
+# fmt: on
 FAMILIES = tuple(FAMILY_ARCHITECTURES)
 DTYPES = ("float32", "bfloat16")  # compute dtypes; parameters are always float32
 REMAT = ("none", "full", "dots")  # transformer.REMAT_POLICIES implements all but "none"

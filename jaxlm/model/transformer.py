@@ -8,6 +8,7 @@ K head dim.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -53,7 +54,7 @@ class KVCache(NamedTuple):
 def unstack_layers(blocks: dict) -> tuple[dict, ...]:
     """Each block's parameters apart: pure dict leaves [N, ...] -> N pure dicts of leaves [...]."""
     num_layers = len(jax.tree.leaves(blocks)[0])
-    return tuple(jax.tree.map(lambda leaf: leaf[n], blocks) for n in range(num_layers))
+    return tuple(jax.tree.map(operator.itemgetter(n), blocks) for n in range(num_layers))
 
 
 class MlmHead(nnx.Module):

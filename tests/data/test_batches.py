@@ -6,11 +6,10 @@ import threading
 import numpy as np
 import pytest
 
-from jaxlm.config import data_arguments
+from jaxlm.config import base_config, data_arguments
 from jaxlm.data import pipeline
-from jaxlm.config import base_config
-from jaxlm.data.errors import DataError
 from jaxlm.data.batches import host_share
+from jaxlm.data.errors import DataError
 
 
 def build_data(config, workdir=None):

@@ -45,7 +45,7 @@ def _naive_fields(tokens, doc_ids, seq_len, objective, offset):
     fields = {k: [] for k in ("inputs", "targets", "weights", "positions", "segment_ids")}
     r = 0
     while r * seq_len + extra < n:
-        def at(i):
+        def at(i, r=r):
             i += r * seq_len
             return (tokens[i], doc_ids[i]) if i < n else (PAD, None)
         row = {k: [] for k in fields}

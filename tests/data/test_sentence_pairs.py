@@ -3,9 +3,8 @@
 import numpy as np
 import pytest
 
-from jaxlm.config import data_arguments
+from jaxlm.config import ConfigError, base_config, data_arguments, validate
 from jaxlm.data import pipeline
-from jaxlm.config import ConfigError, base_config, validate
 from jaxlm.data.errors import DataError
 from jaxlm.data.sentence_pairs import IS_NEXT, NOT_NEXT, SentencePairs
 

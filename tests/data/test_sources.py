@@ -3,9 +3,9 @@
 import json
 import logging
 import os
+from pydoc_data.topics import topics
 
 import pytest
-from pydoc_data.topics import topics
 
 from jaxlm.config import base_config
 from jaxlm.data.errors import DataError

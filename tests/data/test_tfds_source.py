@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxlm.config import data_arguments
+from jaxlm.config import base_config, data_arguments
 from jaxlm.data import pipeline
-from jaxlm.config import base_config
 from jaxlm.data.errors import DataError
 
 

@@ -6,10 +6,10 @@ import os
 import numpy as np
 import pytest
 
+from jaxlm.data.char_tokenizer import CharTokenizer
 from jaxlm.data.errors import DataError
 from jaxlm.data.sources import ListSource, TextSource
 from jaxlm.data.token_store import tokenize
-from jaxlm.data.char_tokenizer import CharTokenizer
 
 DOCUMENTS = ["hello world", "", "a second, longer document\nwith two lines", "x"]
 

@@ -277,7 +277,7 @@ def test_chunk_starts_are_the_regex_chunks(text):
 
 
 def test_chunk_starts_begin_a_chunk_at_each_text():
-    data = "ab cd".encode() + "ef".encode() + " gh".encode()
+    data = b"ab cd" + b"ef" + b" gh"
     starts = tokenizer_lib._chunk_starts(np.frombuffer(data, np.uint8), np.array([0, 5, 7, 10]))
     np.testing.assert_array_equal(starts, [0, 2, 5, 7])
 

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from jaxlm.config import data_arguments
+from jaxlm.config import base_config, data_arguments
 from jaxlm.data import pipeline
-from jaxlm.config import base_config
 from jaxlm.data.sentencepiece_tokenizer import SentencePieceTokenizer
 from jaxlm.tokenizer import main
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxlm.generate import decode as generate
 from jaxlm.data.tokenizer import EOS_ID, PAD_ID
 from jaxlm.export.convert import to_hf
+from jaxlm.generate import decode as generate
 from jaxlm.model.config import ModelConfig
 from jaxlm.model.transformer import Transformer
 

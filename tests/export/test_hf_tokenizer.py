@@ -2,9 +2,9 @@
 
 import pytest
 
-from jaxlm.data.sources import builtin_documents
 from jaxlm.data.char_tokenizer import CharTokenizer
 from jaxlm.data.sentencepiece_tokenizer import SentencePieceTokenizer
+from jaxlm.data.sources import builtin_documents
 from jaxlm.data.tokenizer import BOS_ID, EOS_ID
 from jaxlm.export import hf_tokenizer
 from jaxlm.export.errors import ExportError

@@ -12,10 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxlm.config import ConfigError, base_config, validate
-from jaxlm.config import model_config
-from jaxlm.model.attention import attend, attention_mask
+from jaxlm.config import ConfigError, base_config, model_config, validate
 from jaxlm.model import attention_kernels
+from jaxlm.model.attention import attend, attention_mask
 from jaxlm.model.attention_kernels import cudnn_attend, kernel_split, splash_attend
 from jaxlm.parallel.mesh import make_mesh
 from jaxlm.train.trainer import make_trainer
@@ -55,8 +54,12 @@ def test_splash_matches_attend_values_and_gradients(causal, kv_heads):
     def loss(fn, q, k, v):
         return jnp.sum(fn(q, k, v) * weights)
 
-    ours = lambda q, k, v: splash_attend(q, k, v, SEGMENTS, causal, interpret=True)
-    reference = lambda q, k, v: attend(q, k, v, mask)
+    def ours(q, k, v):
+        return splash_attend(q, k, v, SEGMENTS, causal, interpret=True)
+
+    def reference(q, k, v):
+        return attend(q, k, v, mask)
+
     np.testing.assert_allclose(ours(q, k, v), reference(q, k, v), atol=2e-5)
     got = jax.grad(lambda *a: loss(ours, *a), argnums=(0, 1, 2))(q, k, v)
     expected = jax.grad(lambda *a: loss(reference, *a), argnums=(0, 1, 2))(q, k, v)

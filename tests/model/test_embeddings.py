@@ -16,7 +16,9 @@ def test_rope_preserves_norms_and_depends_only_on_relative_position():
         return apply_rope(x, cos, sin)
 
     np.testing.assert_allclose(jnp.linalg.norm(rotated(q, 7)), jnp.linalg.norm(q), rtol=1e-5)
-    dot = lambda m, n: float(jnp.sum(rotated(q, m) * rotated(k, n)))
+    def dot(m, n):
+        return float(jnp.sum(rotated(q, m) * rotated(k, n)))
+
     np.testing.assert_allclose(dot(3, 1), dot(12, 10), rtol=1e-4)
     np.testing.assert_allclose(dot(5, 5), float(jnp.sum(q * k)), rtol=1e-4)
     assert abs(dot(3, 1) - dot(3, 2)) > 1e-3  # and it does depend on that distance

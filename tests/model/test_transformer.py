@@ -102,7 +102,9 @@ def _loss_and_grads(model):
     """A loss over all logits and its gradients, on fixed inputs."""
     ids, positions, segments = _ids(), _positions(), jnp.ones((2, L), jnp.int32)
     graphdef, params = nnx.split(model)
-    loss = lambda p: jnp.mean(nnx.merge(graphdef, p)(ids, positions, segments) ** 2)
+    def loss(p):
+        return jnp.mean(nnx.merge(graphdef, p)(ids, positions, segments) ** 2)
+
     return jax.value_and_grad(loss)(params)
 
 

@@ -7,8 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxlm.config import base_config
-from jaxlm.config import model_config
+from jaxlm.config import base_config, model_config
 from jaxlm.parallel.mesh import make_mesh
 from jaxlm.train.trainer import make_trainer
 

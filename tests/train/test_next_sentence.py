@@ -10,8 +10,7 @@ import optax
 import pytest
 from flax import nnx
 
-from jaxlm.config import base_config
-from jaxlm.config import model_config
+from jaxlm.config import base_config, model_config
 from jaxlm.parallel.mesh import make_mesh
 from jaxlm.train.loop import run
 from jaxlm.train.trainer import make_trainer

@@ -15,8 +15,8 @@ import jax
 import numpy as np
 import pytest
 
-from jaxlm.runs.reader import restore_params
 from jaxlm.runs.lock import WorkdirLock
+from jaxlm.runs.reader import restore_params
 
 pytestmark = pytest.mark.slow  # whole runs in subprocesses
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

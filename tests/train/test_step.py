@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxlm.config import base_config
-from jaxlm.config import model_config
+from jaxlm.config import base_config, model_config
 from jaxlm.model.transformer import Transformer
 from jaxlm.train.loss import weighted_cross_entropy
-from jaxlm.train.step import init_state, make_eval_step, make_train_step
 from jaxlm.train.optimizer import make_optimizer
+from jaxlm.train.step import init_state, make_eval_step, make_train_step
 
 V, B, L = 29, 8, 16
 

@@ -4,10 +4,8 @@ import os
 
 import jax
 
-from jaxlm.config import base_config
-from jaxlm.config import model_config
+from jaxlm.config import base_config, load_recipe, model_config
 from jaxlm.parallel.mesh import make_mesh
-from jaxlm.config import load_recipe
 from jaxlm.train.partition import per_device_bytes
 from jaxlm.train.summary import config_diff, param_groups, start_lines
 from jaxlm.train.trainer import make_trainer
