@@ -23,13 +23,26 @@ CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 def _flags(argv: list[str]) -> flags.FlagValues:
     fv = cli.command_flags()
     cli.define_recipe(fv, argv, os.path.join(CONFIGS, "default.py"))
-    flags.DEFINE_string("workdir", None, "Where the run writes its tokenizer, metrics and checkpoints "
-                        "(default: runs/<recipe name>).", flag_values=fv)
-    flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
-                      "Join a multi-process JAX job: auto = when --coordinator_address is given or the "
-                      "environment shows a cluster (Cloud TPU, SLURM, Open MPI).", flag_values=fv)
-    flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for multi-process runs "
-                        "outside a detected cluster.", flag_values=fv)
+    flags.DEFINE_string(
+        "workdir",
+        None,
+        "Where the run writes its tokenizer, metrics and checkpoints (default: runs/<recipe name>).",
+        flag_values=fv,
+    )
+    flags.DEFINE_enum(
+        "distributed",
+        "auto",
+        ["auto", "on", "off"],
+        "Join a multi-process JAX job: auto = when --coordinator_address is given or the "
+        "environment shows a cluster (Cloud TPU, SLURM, Open MPI).",
+        flag_values=fv,
+    )
+    flags.DEFINE_string(
+        "coordinator_address",
+        None,
+        "host:port of process 0, for multi-process runs outside a detected cluster.",
+        flag_values=fv,
+    )
     flags.DEFINE_integer("num_processes", None, "Processes in the job (with --coordinator_address).", flag_values=fv)
     flags.DEFINE_integer("process_id", None, "This process's rank, 0..num_processes-1.", flag_values=fv)
     return fv

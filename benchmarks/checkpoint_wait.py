@@ -43,18 +43,25 @@ def main(_) -> None:
     trainer = make_trainer(config, model_config(config, vocab), make_mesh(config.mesh, jax.devices()[:1]))
     state = trainer.init_state(0)
     params = sum(x.size for x in jax.tree.leaves(state.params))
-    print(f"state: {params / 1e6:.1f}M parameters, "
-          f"{sum(x.nbytes for x in jax.tree.leaves((state.params, state.opt_state))) / 2**30:.2f} GiB")
+    print(
+        f"state: {params / 1e6:.1f}M parameters, "
+        f"{sum(x.nbytes for x in jax.tree.leaves((state.params, state.opt_state))) / 2**30:.2f} GiB"
+    )
 
     directory = tempfile.mkdtemp(prefix="jaxlm-ckpt-bench-")
     try:
-        checkpointer = Checkpointer(os.path.join(directory, "checkpoints"), keep=config.checkpoint.keep,
-                                    async_save=config.checkpoint.async_save)
+        checkpointer = Checkpointer(
+            os.path.join(directory, "checkpoints"), keep=config.checkpoint.keep, async_save=config.checkpoint.async_save
+        )
         waits, writes = [], []
         for step in range(1, flags.FLAGS.saves + 1):
             start = time.perf_counter()
-            checkpointer.save(step, state.params, state.opt_state,
-                              CheckpointMeta(step=step, config_json=config.to_json_best_effort(), saved_at=""))
+            checkpointer.save(
+                step,
+                state.params,
+                state.opt_state,
+                CheckpointMeta(step=step, config_json=config.to_json_best_effort(), saved_at=""),
+            )
             waits.append(time.perf_counter() - start)
             checkpointer.wait()
             writes.append(time.perf_counter() - start)
@@ -67,8 +74,10 @@ def main(_) -> None:
     print(f"on disk per checkpoint: {size / 2**30:.2f} GiB")
 
     if flags.FLAGS.time_step:
-        batch = {k: jax.device_put(np.zeros(s.shape, s.dtype), trainer.batch_shardings[k])
-                 for k, s in trainer.abstract_batch(1, config.data.seq_len).items()}
+        batch = {
+            k: jax.device_put(np.zeros(s.shape, s.dtype), trainer.batch_shardings[k])
+            for k, s in trainer.abstract_batch(1, config.data.seq_len).items()
+        }
         batch["segment_ids"] = batch["segment_ids"] + 1
         step_fn = trainer.compile_train_step(state, batch)
         state, metrics = step_fn(state, batch)
@@ -78,9 +87,11 @@ def main(_) -> None:
         jax.block_until_ready(metrics)
         seconds = time.perf_counter() - start
         interval = config.checkpoint.every * seconds
-        print(f"one step at batch 1: {seconds:.2f} s; checkpoint.every={config.checkpoint.every} steps "
-              f"-> {interval:.0f} s between saves; blocked {100 * np.median(waits) / interval:.3f}% of it "
-              "(the recipe's real batch makes steps longer, so the share is smaller still)")
+        print(
+            f"one step at batch 1: {seconds:.2f} s; checkpoint.every={config.checkpoint.every} steps "
+            f"-> {interval:.0f} s between saves; blocked {100 * np.median(waits) / interval:.3f}% of it "
+            "(the recipe's real batch makes steps longer, so the share is smaller still)"
+        )
 
 
 if __name__ == "__main__":

@@ -36,8 +36,9 @@ def time_compile(num_layers: int) -> tuple[float, float]:
     """Seconds to lower and to compile a fresh train step of `num_layers` blocks."""
     f = flags.FLAGS
     config = base_config()
-    config.model.update(family="gpt2", num_layers=num_layers, width=f.width, num_heads=f.width // 64,
-                        vocab_size=f.vocab_size)
+    config.model.update(
+        family="gpt2", num_layers=num_layers, width=f.width, num_heads=f.width // 64, vocab_size=f.vocab_size
+    )
     config.data.update(seq_len=f.seq_len, batch_size=f.batch_size)
     mesh = make_mesh(config.mesh, jax.devices()[:1])
     trainer = make_trainer(config, model_config(config, f.vocab_size), mesh)
@@ -52,8 +53,10 @@ def time_compile(num_layers: int) -> tuple[float, float]:
 def main(_) -> None:
     f = flags.FLAGS
     time_compile(1)  # warm up: first-use costs of jax and XLA are not the step's
-    print(f"gpt2 family, width {f.width}, {f.width // 64} heads, batch {f.batch_size} x {f.seq_len}, "
-          f"vocab {f.vocab_size}, 1 {jax.devices()[0].platform} device")
+    print(
+        f"gpt2 family, width {f.width}, {f.width // 64} heads, batch {f.batch_size} x {f.seq_len}, "
+        f"vocab {f.vocab_size}, 1 {jax.devices()[0].platform} device"
+    )
     print("| layers | lower (s) | compile (s) | lower + compile (s) |")
     print("| --- | --- | --- | --- |")
     for num_layers in map(int, f.layers):

@@ -60,8 +60,9 @@ def synthetic_corpus(path: str, megabytes: int, seed: int = 0) -> None:
             for t in range(length):
                 steps_LxC[t] = state
                 pick = starts[state] + (rng.random(chains) * counts[state]).astype(np.int64)
-                state = np.where(counts[state] > 0, successors[np.minimum(pick, len(successors) - 1)],
-                                 rng.choice(ids, chains))
+                state = np.where(
+                    counts[state] > 0, successors[np.minimum(pick, len(successors) - 1)], rng.choice(ids, chains)
+                )
             text = " ".join(words[steps_LxC.T.ravel()])
             # Documents of log-normal length (median ~400 words, a long tail), like web pages.
             tokens = text.split(" ")
@@ -79,22 +80,32 @@ def measure(name: str, path: str, document: str, args: argparse.Namespace, workd
     """Tokenizer training, tokenize-and-cache, and batch serving figures for one corpus."""
     source = TextSource(path, document)
     start = time.perf_counter()
-    tokenizer = SentencePieceTokenizer.train(source.documents(), args.vocab_size, "bpe",
-                                             max_sentences=args.max_sentences)
+    tokenizer = SentencePieceTokenizer.train(
+        source.documents(), args.vocab_size, "bpe", max_sentences=args.max_sentences
+    )
     train_seconds = time.perf_counter() - start
     tokenizer_path = tokenizer.save(os.path.join(workdir, name, "tokenizer"))
 
-    result = {"corpus": name, "megabytes": round(os.path.getsize(path) / 1e6, 1),
-              "tokenizer_train_s": round(train_seconds, 1)}
+    result = {
+        "corpus": name,
+        "megabytes": round(os.path.getsize(path) / 1e6, 1),
+        "tokenizer_train_s": round(train_seconds, 1),
+    }
     for objective, family, seq_len in (("causal", "gpt2", 1024), ("mlm", "bert", 512), ("pairs", "bert", 512)):
         config = base_config()
         config.model.family = family
         # Sentence pairs need documents to pair across: a one-file corpus is read by paragraphs.
         pairs_document = "paragraph" if document == "file" else document
-        config.data.update(source="text", path=path, document=pairs_document if objective == "pairs" else document,
-                           seq_len=seq_len, batch_size=args.batch_size,
-                           # Pairs need 2+ documents in a validation split; serving speed needs none.
-                           val_fraction=0.0 if objective == "pairs" else 0.005, next_sentence=objective == "pairs")
+        config.data.update(
+            source="text",
+            path=path,
+            document=pairs_document if objective == "pairs" else document,
+            seq_len=seq_len,
+            batch_size=args.batch_size,
+            # Pairs need 2+ documents in a validation split; serving speed needs none.
+            val_fraction=0.0 if objective == "pairs" else 0.005,
+            next_sentence=objective == "pairs",
+        )
         config.data.tokenizer.path = tokenizer_path
         config.eval.max_batches = 1
         seconds = []
@@ -107,8 +118,11 @@ def measure(name: str, path: str, document: str, args: argparse.Namespace, workd
         build_seconds = min(seconds)  # tokenizing: the best of three, as for serving below
         tokens = data.train.num_tokens
         if objective == "causal":  # the mlm build then reuses the token cache
-            result.update(tokens=tokens, tokenize_tokens_per_s=round(tokens / build_seconds),
-                          mb_per_s=round(result["megabytes"] / build_seconds, 2))
+            result.update(
+                tokens=tokens,
+                tokenize_tokens_per_s=round(tokens / build_seconds),
+                mb_per_s=round(result["megabytes"] / build_seconds, 2),
+            )
         elif objective == "mlm":
             result["cached_build_s"] = round(build_seconds, 2)
         steps = max(4, args.batch_tokens // (args.batch_size * seq_len))
@@ -156,15 +170,19 @@ def main() -> None:
         results.append(measure(f"synthetic_{args.megabytes}mb", synthetic, "line", args, workdir))
         print(json.dumps(results[-1]), flush=True)
 
-    print("\n| corpus | MB | tokens | tokenize tok/s | causal pack tok/s | MLM pack+mask tok/s | "
-          "sentence pairs + mask tok/s | tokenize+pack+MLM tok/s | packing (1024 / 512 / pairs) |")
+    print(
+        "\n| corpus | MB | tokens | tokenize tok/s | causal pack tok/s | MLM pack+mask tok/s | "
+        "sentence pairs + mask tok/s | tokenize+pack+MLM tok/s | packing (1024 / 512 / pairs) |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
-        print(f"| {r['corpus']} | {r['megabytes']} | {r['tokens']:,} | {r['tokenize_tokens_per_s']:,} | "
-              f"{r['causal_batches_tokens_per_s']:,} | {r['mlm_batches_tokens_per_s']:,} | "
-              f"{r['pairs_batches_tokens_per_s']:,} | {r['tokenize_pack_mlm_tokens_per_s']:,} | "
-              f"{r['causal_packing_efficiency']:.2%} / {r['mlm_packing_efficiency']:.2%} / "
-              f"{r['pairs_packing_efficiency']:.2%} |")
+        print(
+            f"| {r['corpus']} | {r['megabytes']} | {r['tokens']:,} | {r['tokenize_tokens_per_s']:,} | "
+            f"{r['causal_batches_tokens_per_s']:,} | {r['mlm_batches_tokens_per_s']:,} | "
+            f"{r['pairs_batches_tokens_per_s']:,} | {r['tokenize_pack_mlm_tokens_per_s']:,} | "
+            f"{r['causal_packing_efficiency']:.2%} / {r['mlm_packing_efficiency']:.2%} / "
+            f"{r['pairs_packing_efficiency']:.2%} |"
+        )
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def recompute(graphdef, params, prompt: list[int], new_tokens: int) -> list[int]
         width = -(-len(ids) // _BUCKET) * _BUCKET
         window = jnp.asarray([ids + [0] * (width - len(ids))], jnp.int32)
         ids.append(int(_next_token(graphdef, params, window, len(ids) - 1)))
-    return ids[len(prompt):]
+    return ids[len(prompt) :]
 
 
 def timed(fn, repeats: int, warm: bool = True) -> tuple[float, object]:
@@ -96,8 +96,11 @@ def main() -> None:
     cfg, graphdef, params = gpt2_small(args.layers)
     prompt = np.random.default_rng(0).integers(5, cfg.vocab_size, args.prompt_len).tolist()
     n = args.new_tokens
-    print(f"gpt2_small shape: {cfg.num_layers} layers, width {cfg.width}, vocab {cfg.vocab_size}; "
-          f"prompt {args.prompt_len}, {n} new tokens, greedy, batch 1; {os.cpu_count()} CPU cores", flush=True)
+    print(
+        f"gpt2_small shape: {cfg.num_layers} layers, width {cfg.width}, vocab {cfg.vocab_size}; "
+        f"prompt {args.prompt_len}, {n} new tokens, greedy, batch 1; {os.cpu_count()} CPU cores",
+        flush=True,
+    )
 
     import torch
     import transformers
@@ -109,9 +112,10 @@ def main() -> None:
 
     def hf_generate() -> list[int]:
         with torch.no_grad():
-            out = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
-                              do_sample=False)
-        return out[0, len(prompt):].tolist()
+            out = hf.generate(
+                ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n, do_sample=False
+            )
+        return out[0, len(prompt) :].tolist()
 
     def cache_generate() -> list[int]:
         return generate.generate(graphdef, params, [prompt], max_new_tokens=n, max_len=cfg.max_len)[0]
@@ -126,25 +130,35 @@ def main() -> None:
         cache_s = min(cache_s, timed(cache_generate, 1, warm=False)[0])
         hf_s = min(hf_s, timed(hf_generate, 1, warm=False)[0])
     print(f"cache      {n / cache_s:8.1f} tokens/s ({cache_s:.2f} s)", flush=True)
-    print(f"hf         {n / hf_s:8.1f} tokens/s ({hf_s:.2f} s), torch {torch.__version__} with "
-          f"{torch.get_num_threads()} threads; same tokens as jaxlm: {theirs == cached}", flush=True)
+    print(
+        f"hf         {n / hf_s:8.1f} tokens/s ({hf_s:.2f} s), torch {torch.__version__} with "
+        f"{torch.get_num_threads()} threads; same tokens as jaxlm: {theirs == cached}",
+        flush=True,
+    )
 
     recompute_s, recomputed = timed(lambda: recompute(graphdef, params, prompt, n), 1)
     assert recomputed == cached, "the two jaxlm decoders disagree"
-    print(f"recompute  {n / recompute_s:8.1f} tokens/s ({recompute_s:.2f} s); cache is "
-          f"{recompute_s / cache_s:.1f}x faster", flush=True)
+    print(
+        f"recompute  {n / recompute_s:8.1f} tokens/s ({recompute_s:.2f} s); cache is "
+        f"{recompute_s / cache_s:.1f}x faster",
+        flush=True,
+    )
 
-    window = jnp.zeros((1, cfg.max_len), jnp.int32).at[0, :len(prompt)].set(jnp.asarray(prompt))
+    window = jnp.zeros((1, cfg.max_len), jnp.int32).at[0, : len(prompt)].set(jnp.asarray(prompt))
     _next_token(graphdef, params, window, len(prompt) - 1).block_until_ready()
     start = time.perf_counter()
     for i in range(args.window_tokens):
         token = _next_token(graphdef, params, window, len(prompt) - 1 + i)
         window = window.at[0, len(prompt) + i].set(token)
     window_s = (time.perf_counter() - start) / args.window_tokens
-    assert window[0, len(prompt):len(prompt) + args.window_tokens].tolist() == cached[:args.window_tokens]
-    print(f"window     {1 / window_s:8.1f} tokens/s ({window_s:.2f} s a token); cache is "
-          f"{window_s * n / cache_s:.1f}x faster", flush=True)
+    assert window[0, len(prompt) : len(prompt) + args.window_tokens].tolist() == cached[: args.window_tokens]
+    print(
+        f"window     {1 / window_s:8.1f} tokens/s ({window_s:.2f} s a token); cache is "
+        f"{window_s * n / cache_s:.1f}x faster",
+        flush=True,
+    )
     print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}", flush=True)
+
 
 if __name__ == "__main__":
     main()

@@ -32,8 +32,9 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
-config_flags.DEFINE_config_file("config", str(_ROOT / "configs" / "shakespeare_char.py"),
-                                "Recipe file; override fields with --config.FIELD=VALUE.")
+config_flags.DEFINE_config_file(
+    "config", str(_ROOT / "configs" / "shakespeare_char.py"), "Recipe file; override fields with --config.FIELD=VALUE."
+)
 flags.DEFINE_enum("vs", "none", ["none", "torch"], "A peer to run beside jaxlm in alternating rounds.")
 flags.DEFINE_integer("rounds", 3, "Rounds; each runs every side once in a fresh process.")
 flags.DEFINE_integer("steps", 20, "Timed steps per round, after the warm-up steps.")
@@ -108,10 +109,13 @@ def run_jaxlm(config) -> dict:
     trainer = make_trainer(config, model_cfg, make_mesh(config.mesh, devices))
     tokens_BxL1 = _synthetic_tokens(config, vocab)
     B, L = config.data.batch_size, config.data.seq_len
-    batch = {"inputs": tokens_BxL1[:, :-1], "targets": tokens_BxL1[:, 1:],
-             "weights": np.ones((B, L), np.float32),
-             "positions": np.broadcast_to(np.arange(L, dtype=np.int32), (B, L)),
-             "segment_ids": np.ones((B, L), np.int32)}
+    batch = {
+        "inputs": tokens_BxL1[:, :-1],
+        "targets": tokens_BxL1[:, 1:],
+        "weights": np.ones((B, L), np.float32),
+        "positions": np.broadcast_to(np.arange(L, dtype=np.int32), (B, L)),
+        "segment_ids": np.ones((B, L), np.int32),
+    }
     batch = {k: jax.device_put(v, trainer.batch_shardings[k]) for k, v in batch.items()}
     state = trainer.init_state(config.seed)
 
@@ -130,15 +134,19 @@ def run_jaxlm(config) -> dict:
     times = _time_steps(step, lambda loss: loss.block_until_ready())
     flops_per_step = train_step_flops(model_cfg, B, L).total
     # A table peak is per chip; the CPU's measured peak is the whole host's, however it is split.
-    peak = ((mfu.peak_flops(device) or 0) * len(devices)
-            or (_cpu_matmul_peak() if device.platform == "cpu" else None))
+    peak = (mfu.peak_flops(device) or 0) * len(devices) or (_cpu_matmul_peak() if device.platform == "cpu" else None)
     memory = device.memory_stats() if device.platform != "cpu" else None
-    return {"step_s": statistics.median(times), "compile_s": compile_s,
-            "peak_memory": (memory or {}).get("peak_bytes_in_use", _peak_rss_bytes()),
-            "memory_kind": "device peak" if memory else "host peak RSS",
-            "flops_per_step": flops_per_step, "xla_flops_per_step": xla_flops, "peak_flops": peak,
-            "device": f"{len(devices)} x {device.platform} ({device.device_kind})",
-            "final_loss": float(jnp.asarray(step()))}
+    return {
+        "step_s": statistics.median(times),
+        "compile_s": compile_s,
+        "peak_memory": (memory or {}).get("peak_bytes_in_use", _peak_rss_bytes()),
+        "memory_kind": "device peak" if memory else "host peak RSS",
+        "flops_per_step": flops_per_step,
+        "xla_flops_per_step": xla_flops,
+        "peak_flops": peak,
+        "device": f"{len(devices)} x {device.platform} ({device.device_kind})",
+        "final_loss": float(jnp.asarray(step())),
+    }
 
 
 def run_torch(config) -> dict:
@@ -152,12 +160,20 @@ def run_torch(config) -> dict:
     torch.manual_seed(config.seed)
     m, t = config.model, config.train
     vocab = _vocab(config)
-    hf_config = GPT2Config(vocab_size=vocab, n_positions=config.data.seq_len, n_embd=m.width,
-                           n_layer=m.num_layers, n_head=m.num_heads,
-                           n_inner=None if m.mlp_dim == -1 else m.mlp_dim,
-                           resid_pdrop=m.dropout, embd_pdrop=m.dropout, attn_pdrop=0.0,
-                           layer_norm_epsilon=1e-5, activation_function="gelu_new",
-                           tie_word_embeddings=True)
+    hf_config = GPT2Config(
+        vocab_size=vocab,
+        n_positions=config.data.seq_len,
+        n_embd=m.width,
+        n_layer=m.num_layers,
+        n_head=m.num_heads,
+        n_inner=None if m.mlp_dim == -1 else m.mlp_dim,
+        resid_pdrop=m.dropout,
+        embd_pdrop=m.dropout,
+        attn_pdrop=0.0,
+        layer_norm_epsilon=1e-5,
+        activation_function="gelu_new",
+        tie_word_embeddings=True,
+    )
     start = time.perf_counter()
     model = GPT2LMHeadModel(hf_config)
     model.train()
@@ -166,9 +182,12 @@ def run_torch(config) -> dict:
     for name, p in model.named_parameters():
         is_embedding = name.endswith(("wte.weight", "wpe.weight"))
         (decayed if p.dim() >= 2 and (t.decay_embeddings or not is_embedding) else plain).append(p)
-    optimizer = torch.optim.AdamW([{"params": decayed, "weight_decay": t.weight_decay},
-                                   {"params": plain, "weight_decay": 0.0}],
-                                  lr=t.learning_rate, betas=(t.b1, t.b2), eps=t.eps)
+    optimizer = torch.optim.AdamW(
+        [{"params": decayed, "weight_decay": t.weight_decay}, {"params": plain, "weight_decay": 0.0}],
+        lr=t.learning_rate,
+        betas=(t.b1, t.b2),
+        eps=t.eps,
+    )
     setup_s = time.perf_counter() - start
     tokens_BxL1 = torch.from_numpy(_synthetic_tokens(config, vocab).astype(np.int64))
     inputs_BxL, targets_BxL = tokens_BxL1[:, :-1], tokens_BxL1[:, 1:]
@@ -184,16 +203,22 @@ def run_torch(config) -> dict:
         return loss
 
     times = _time_steps(step, lambda loss: loss.item())
-    return {"step_s": statistics.median(times), "compile_s": setup_s, "peak_memory": _peak_rss_bytes(),
-            "memory_kind": "host peak RSS", "device": f"cpu (torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads, attention {model.config._attn_implementation})",
-            "final_loss": float(step().item())}
+    return {
+        "step_s": statistics.median(times),
+        "compile_s": setup_s,
+        "peak_memory": _peak_rss_bytes(),
+        "memory_kind": "host peak RSS",
+        "device": f"cpu (torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, attention {model.config._attn_implementation})",
+        "final_loss": float(step().item()),
+    }
 
 
 def _run_worker(side: str) -> dict:
     """Runs this script again as a fresh process measuring `side` once; its JSON result."""
     argv = [sys.executable, __file__, f"--worker={side}"] + [
-        a for a in sys.argv[1:] if not a.startswith(("--vs", "--rounds", "--worker"))]
+        a for a in sys.argv[1:] if not a.startswith(("--vs", "--rounds", "--worker"))
+    ]
     out = subprocess.run(argv, check=True, capture_output=True, text=True, env=os.environ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -217,11 +242,14 @@ def main(argv: list[str]) -> None:
     results: dict[str, list[dict]] = {side: [] for side in sides}
     for round_index in range(f.rounds):
         # Alternate who goes first, so neither side always meets the machine in the same state.
-        for side in (sides if round_index % 2 == 0 else sides[::-1]):
+        for side in sides if round_index % 2 == 0 else sides[::-1]:
             result = _run_worker(side)
             results[side].append(result)
-            print(f"round {round_index + 1} {side}: {result['step_s'] * 1e3:.1f} ms/step, "
-                  f"peak {result['peak_memory'] / 2**20:.0f} MiB", flush=True)
+            print(
+                f"round {round_index + 1} {side}: {result['step_s'] * 1e3:.1f} ms/step, "
+                f"peak {result['peak_memory'] / 2**20:.0f} MiB",
+                flush=True,
+            )
 
     def median(side: str, key: str) -> float | None:
         values = [r[key] for r in results.get(side, []) if r.get(key) is not None]
@@ -233,23 +261,40 @@ def main(argv: list[str]) -> None:
     peak = median("jaxlm", "peak_flops")
     flops = ours["flops_per_step"]
     m = config.model
-    print(f"\n{m.family}: {m.num_layers} layers, width {m.width}, {m.num_heads} heads, context {L}, "
-          f"batch {B}, vocab {_vocab(config)}; {f.rounds} rounds x {f.steps} steps (medians)")
+    print(
+        f"\n{m.family}: {m.num_layers} layers, width {m.width}, {m.num_heads} heads, context {L}, "
+        f"batch {B}, vocab {_vocab(config)}; {f.rounds} rounds x {f.steps} steps (medians)"
+    )
     print(f"jaxlm device: {ours['device']}" + (f"; peer: {results[peer][0]['device']}" if peer else ""))
-    print(f"model FLOPs per step: analytic {flops:.4g}, XLA cost analysis {ours['xla_flops_per_step']:.4g} "
-          f"(ratio {ours['xla_flops_per_step'] / flops:.2f}); peak {peak:.4g} FLOP/s"
-          + (" (measured f32 matmul)" if "cpu" in ours["device"] else ""))
+    print(
+        f"model FLOPs per step: analytic {flops:.4g}, XLA cost analysis {ours['xla_flops_per_step']:.4g} "
+        f"(ratio {ours['xla_flops_per_step'] / flops:.2f}); peak {peak:.4g} FLOP/s"
+        + (" (measured f32 matmul)" if "cpu" in ours["device"] else "")
+    )
     header = "| figure | jaxlm |" + (f" {peer} | jaxlm/{peer} |" if peer else "")
     print(header)
     print("| --- " * (header.count("|") - 1) + "|")
     print(_row("step time (ms)", step_ours * 1e3, step_peer * 1e3 if peer else None, "{:.1f}"))
     print(_row("tokens/s", B * L / step_ours, B * L / step_peer if peer else None, "{:,.0f}"))
-    print(_row("MFU (%)", 100 * flops / step_ours / peak if peak else None,
-               100 * flops / step_peer / peak if peer and peak else None, "{:.1f}"))
-    print(_row("compile / setup (s)", median("jaxlm", "compile_s"), median(peer, "compile_s") if peer else None,
-               "{:.2f}"))
-    print(_row(f"peak memory (MiB, {ours['memory_kind']})", median("jaxlm", "peak_memory") / 2**20,
-               median(peer, "peak_memory") / 2**20 if peer else None, "{:.0f}"))
+    print(
+        _row(
+            "MFU (%)",
+            100 * flops / step_ours / peak if peak else None,
+            100 * flops / step_peer / peak if peer and peak else None,
+            "{:.1f}",
+        )
+    )
+    print(
+        _row("compile / setup (s)", median("jaxlm", "compile_s"), median(peer, "compile_s") if peer else None, "{:.2f}")
+    )
+    print(
+        _row(
+            f"peak memory (MiB, {ours['memory_kind']})",
+            median("jaxlm", "peak_memory") / 2**20,
+            median(peer, "peak_memory") / 2**20 if peer else None,
+            "{:.0f}",
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ class BadInput(Exception):
 
 def command(main: Callable[[list[str]], int]) -> Callable[[list[str]], int]:
     """A command's `main(argv) -> exit status`, with BadInput printed as `error: ...` and exit status 2."""
+
     @functools.wraps(main)
     def run(argv: list[str]) -> int:
         try:
@@ -36,6 +37,7 @@ def command(main: Callable[[list[str]], int]) -> Callable[[list[str]], int]:
         except BadInput as error:
             print(f"error: {error}", file=sys.stderr)
             return EXIT_BAD_INPUT
+
     return run
 
 
@@ -51,22 +53,29 @@ def fail(message: str) -> NoReturn:
 
 def missing_extra(error: ModuleNotFoundError, extra: str, what: str) -> str:
     """The sentence for an optional dependency that is not installed: which package, and which extra has it."""
-    return (f"{what} needs the Python package {error.name!r}, which jaxlm's optional [{extra}] extra installs: "
-            f'pip install -e ".[{extra}]" (from the checkout)')
+    return (
+        f"{what} needs the Python package {error.name!r}, which jaxlm's optional [{extra}] extra installs: "
+        f'pip install -e ".[{extra}]" (from the checkout)'
+    )
 
 
 def define_recipe(flag_values: flags.FlagValues, argv: Sequence[str], default: str | None) -> None:
     """`--config=RECIPE.py` and its `--config.FIELD=VALUE` overrides, read from `argv` (argv[0] the program)."""
     try:  # config_flags reads a default recipe and its overrides here already
-        config_flags.DEFINE_config_file("config", default, "Recipe file (configs/*.py); override any field with "
-                                        "--config.FIELD=VALUE (every field: jaxlm/config.py).",
-                                        flag_values=flag_values, sys_argv=list(argv))
+        config_flags.DEFINE_config_file(
+            "config",
+            default,
+            "Recipe file (configs/*.py); override any field with --config.FIELD=VALUE (every field: jaxlm/config.py).",
+            flag_values=flag_values,
+            sys_argv=list(argv),
+        )
     except Exception as error:  # whatever a broken recipe file or override raises
         _recipe_error(error, argv)
 
 
-def parse(flag_values: flags.FlagValues, argv: Sequence[str], *, usage: str,
-          positional: Sequence[str] = ()) -> list[str]:
+def parse(
+    flag_values: flags.FlagValues, argv: Sequence[str], *, usage: str, positional: Sequence[str] = ()
+) -> list[str]:
     """Parses `argv` (argv[0] the program) into `flag_values`; returns the positional arguments.
 
     `usage` opens the `--help` text; `positional` names the arguments the command takes besides flags,
@@ -114,5 +123,7 @@ def _recipe_error(error: Exception, argv: Sequence[str]) -> NoReturn:
     missing = re.search(r"No such file or directory: '([^']+)'", text)
     if missing:
         fail(f"--config={missing[1]}: no such recipe file; give one such as configs/default.py")
-    fail(f"--config: cannot read the recipe or an override ({type(error).__name__}: {_sentence(text)}); give a "
-         "recipe file such as configs/default.py and overrides of its fields as --config.FIELD=VALUE")
+    fail(
+        f"--config: cannot read the recipe or an override ({type(error).__name__}: {_sentence(text)}); give a "
+        "recipe file such as configs/default.py and overrides of its fields as --config.FIELD=VALUE"
+    )

@@ -22,8 +22,19 @@ from jaxlm.data.tokenizer import MODEL_TYPES, TOKENIZER_KINDS
 from jaxlm.errors import ConfigError
 from jaxlm.model.config import ATTENTION_KERNELS, DTYPES, FAMILIES, REMAT, ModelConfig, default_mlp_dim
 
-__all__ = ["ConfigError", "base_config", "check_vocab", "config_from_json", "data_arguments", "flatten", "load_recipe", "model_config",
-           "objective", "sibling_recipe", "validate"]
+__all__ = [
+    "ConfigError",
+    "base_config",
+    "check_vocab",
+    "config_from_json",
+    "data_arguments",
+    "flatten",
+    "load_recipe",
+    "model_config",
+    "objective",
+    "sibling_recipe",
+    "validate",
+]
 
 # The choices of the sections this file's callers implement (jaxlm.train); the model's and the data's
 # choices come from those packages.
@@ -32,8 +43,18 @@ DECAYS = ("cosine", "linear", "constant")
 CROSS_ENTROPIES = ("plain", "vocab_parallel")
 # The fields that decide which parameters a model has and their shapes: a checkpoint restores only into
 # a run that agrees on all of them.
-PARAMETER_FIELDS = ("model.family", "model.num_layers", "model.width", "model.num_heads", "model.num_kv_heads",
-                    "model.mlp_dim", "model.max_len", "model.vocab_size", "model.biases", "data.next_sentence")
+PARAMETER_FIELDS = (
+    "model.family",
+    "model.num_layers",
+    "model.width",
+    "model.num_heads",
+    "model.num_kv_heads",
+    "model.mlp_dim",
+    "model.max_len",
+    "model.vocab_size",
+    "model.biases",
+    "data.next_sentence",
+)
 
 
 def base_config() -> ml_collections.ConfigDict:  # long: the one table, a line per field
@@ -183,8 +204,11 @@ def _validate_data(config: ml_collections.ConfigDict) -> None:
     if not 0.0 < d.mask_prob < 1.0:
         _fail("data.mask_prob", d.mask_prob, "must be in (0, 1)")
     if d.next_sentence and config.model.family != "bert":
-        _fail("data.next_sentence", d.next_sentence,
-              f'next-sentence prediction is a bert objective; model.family="{config.model.family}" is causal')
+        _fail(
+            "data.next_sentence",
+            d.next_sentence,
+            f'next-sentence prediction is a bert objective; model.family="{config.model.family}" is causal',
+        )
     if d.tokenizer.kind == "sentencepiece" and not d.tokenizer.path:
         _positive(config, "data.tokenizer.vocab_size", "data.tokenizer.max_sentences")
 
@@ -224,8 +248,11 @@ def _validate_training(config: ml_collections.ConfigDict) -> None:
     _choice(config, "train.cross_entropy", CROSS_ENTROPIES)
     _positive(config, "train.steps", "train.grad_accum_steps", "log.every", "checkpoint.keep")
     if config.data.batch_size % t.grad_accum_steps:
-        _fail("data.batch_size", config.data.batch_size,
-              f"is not divisible by train.grad_accum_steps={t.grad_accum_steps}")
+        _fail(
+            "data.batch_size",
+            config.data.batch_size,
+            f"is not divisible by train.grad_accum_steps={t.grad_accum_steps}",
+        )
     _number(config, "train.learning_rate", "must be > 0 and finite", lambda x: x > 0)
     if not 0 <= t.warmup_steps <= t.steps:
         _fail("train.warmup_steps", t.warmup_steps, f"must be in [0, train.steps={t.steps}]")
@@ -237,8 +264,12 @@ def _validate_training(config: ml_collections.ConfigDict) -> None:
     _number(config, "train.clip_norm", "must be >= 0 and finite (0 = off)", lambda x: x >= 0)
     if not 0 <= t.stop_at <= t.steps:
         _fail("train.stop_at", t.stop_at, f"must be in [0, train.steps={t.steps}] (0 = off)")
-    for field, meaning in (("eval.every", "0 = only at the end"), ("eval.max_batches", "0 = the whole split"),
-                           ("checkpoint.every", "0 = only at the end"), ("checkpoint.keep_every", "0 = none")):
+    for field, meaning in (
+        ("eval.every", "0 = only at the end"),
+        ("eval.max_batches", "0 = the whole split"),
+        ("checkpoint.every", "0 = only at the end"),
+        ("checkpoint.keep_every", "0 = none"),
+    ):
         if _get(config, field) < 0:
             _fail(field, _get(config, field), f"must be >= 0 ({meaning})")
     if not isinstance(config.mesh.cpu_devices, int) or config.mesh.cpu_devices < 0:
@@ -248,9 +279,11 @@ def _validate_training(config: ml_collections.ConfigDict) -> None:
 def check_vocab(config: ml_collections.ConfigDict, tokenizer_vocab_size: int) -> None:
     """Raises ConfigError when the model's embedding cannot hold every id the tokenizer makes."""
     if config.model.vocab_size != -1 and config.model.vocab_size < tokenizer_vocab_size:
-        _fail("model.vocab_size", config.model.vocab_size,
-              f"is smaller than the tokenizer's vocabulary ({tokenizer_vocab_size}); "
-              "set it to -1 or at least that size")
+        _fail(
+            "model.vocab_size",
+            config.model.vocab_size,
+            f"is smaller than the tokenizer's vocabulary ({tokenizer_vocab_size}); set it to -1 or at least that size",
+        )
 
 
 def objective(config: ml_collections.ConfigDict) -> str:
@@ -270,8 +303,9 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> ModelCon
     = the tokenizer's. `data.next_sentence` adds BERT's pooler and next-sentence head.
     """
     m = config.model
-    family = ModelConfig.for_family(m.family, vocab_size=1, width=1, num_layers=1, num_heads=1, num_kv_heads=1,
-                                    mlp_dim=1, max_len=1)
+    family = ModelConfig.for_family(
+        m.family, vocab_size=1, width=1, num_layers=1, num_heads=1, num_kv_heads=1, mlp_dim=1, max_len=1
+    )
     resolved = dataclasses.replace(
         family,
         vocab_size=vocab_size if m.vocab_size == -1 else m.vocab_size,

@@ -19,8 +19,9 @@ import tempfile
 TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
 os.environ["JAXLM_TEST_XLA_FLAGS"] = TEST_XLA_FLAGS
 # Must happen before jax is imported anywhere.
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8 "
-                           + TEST_XLA_FLAGS).strip()
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8 " + TEST_XLA_FLAGS
+).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 _CACHE = None

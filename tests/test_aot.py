@@ -18,26 +18,32 @@ from jaxlm.config import ConfigError, base_config  # noqa: E402
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
 
-@pytest.mark.parametrize("name,libtpu_name,cloud_name", [
-    ("v5p-128", "v5p:4x4x4", "v5p-128"),
-    ("v5e-16", "v5e:4x4", "v5litepod-16"),
-    ("v5litepod-16", "v5e:4x4", "v5litepod-16"),
-    ("v4-32", "v4:2x2x4", "v4-32"),
-    ("v6e-8", "v6e:2x4", "v6e-8"),
-    ("v5e:2x2", "v5e:2x2", "v5litepod-4"),
-    ("v5p:4x4x12", "v5p:4x4x12", "v5p-384"),
-])
+@pytest.mark.parametrize(
+    "name,libtpu_name,cloud_name",
+    [
+        ("v5p-128", "v5p:4x4x4", "v5p-128"),
+        ("v5e-16", "v5e:4x4", "v5litepod-16"),
+        ("v5litepod-16", "v5e:4x4", "v5litepod-16"),
+        ("v4-32", "v4:2x2x4", "v4-32"),
+        ("v6e-8", "v6e:2x4", "v6e-8"),
+        ("v5e:2x2", "v5e:2x2", "v5litepod-4"),
+        ("v5p:4x4x12", "v5p:4x4x12", "v5p-384"),
+    ],
+)
 def test_topology_names_map_to_libtpu_shapes(name, libtpu_name, cloud_name):
     parsed = topology.parse_topology(name)
     assert (parsed.libtpu_name, parsed.cloud_name) == (libtpu_name, cloud_name)
 
 
-@pytest.mark.parametrize("name,message", [
-    ("v5p-12", "not a standard v5p slice"),
-    ("v4-33", "not a standard v4 slice"),
-    ("v5e:4x4x4", "v5e slices have 2 dimensions"),
-    ("v7x-8", "expected a Cloud TPU name"),
-])
+@pytest.mark.parametrize(
+    "name,message",
+    [
+        ("v5p-12", "not a standard v5p slice"),
+        ("v4-33", "not a standard v4 slice"),
+        ("v5e:4x4x4", "v5e slices have 2 dimensions"),
+        ("v7x-8", "expected a Cloud TPU name"),
+    ],
+)
 def test_bad_topology_names_are_refused(name, message):
     with pytest.raises(topology.TopologyError, match=message):
         topology.parse_topology(name)
@@ -103,15 +109,22 @@ def test_mesh_that_does_not_divide_the_slice_is_a_config_error():
 
 def _run_aot(*args):
     env = dict(os.environ, PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, "-m", "jaxlm.aot", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "jaxlm.aot", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_a_model_too_big_for_the_slice_says_so_and_exits_1():
     # 2 blocks 8192 wide, replicated on every chip (dp): ~2.1B parameters and AdamW do not fit 16 GiB.
-    result = _run_aot("--config=configs/default.py", "--topology=v5e:2x2", "--config.model.num_layers=2",
-                      "--config.model.width=8192", "--config.model.num_heads=64",
-                      "--config.model.vocab_size=32000", "--config.data.batch_size=8")
+    result = _run_aot(
+        "--config=configs/default.py",
+        "--topology=v5e:2x2",
+        "--config.model.num_layers=2",
+        "--config.model.width=8192",
+        "--config.model.num_heads=64",
+        "--config.model.vocab_size=32000",
+        "--config.data.batch_size=8",
+    )
     assert result.returncode == 1, result.stderr
     assert "does NOT fit" in result.stdout
     error = result.stderr.strip().splitlines()[-1]
@@ -119,12 +132,14 @@ def test_a_model_too_big_for_the_slice_says_so_and_exits_1():
     assert "GiB per chip" in error and "state alone 23.88 GiB" in error
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--config=configs/default.py", "--topology=v5e-3"], "not a standard v5e slice"),
-    (["--config=configs/nope.py", "--topology=v5e-4"], "nope.py"),
-    (["--config=configs/default.py", "--topology=v5e-4", "--config.model.num_heads=5"],
-     "config.model.num_heads=5"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--config=configs/default.py", "--topology=v5e-3"], "not a standard v5e slice"),
+        (["--config=configs/nope.py", "--topology=v5e-4"], "nope.py"),
+        (["--config=configs/default.py", "--topology=v5e-4", "--config.model.num_heads=5"], "config.model.num_heads=5"),
+    ],
+)
 def test_bad_config_or_topology_exits_2(args, message):
     result = _run_aot(*args)
     assert result.returncode == 2 and message in result.stderr, result.stderr

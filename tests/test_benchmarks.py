@@ -16,15 +16,29 @@ SHAKESPEARE = os.path.join(os.path.dirname(ROOT), "shared", "data", "tinyshakesp
 def _run(script: str, *args: str) -> str:
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     env["XLA_FLAGS"] = os.environ.get("JAXLM_TEST_XLA_FLAGS", "")  # one device, as the benchmarks measure
-    result = subprocess.run([sys.executable, os.path.join("benchmarks", script), *args], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, os.path.join("benchmarks", script), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, f"{script}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
     return result.stdout
 
 
 def test_train_speed_against_the_torch_peer():
-    out = _run("train_speed.py", "--vs=torch", "--rounds=1", "--steps=2", "--warmup=1",
-               "--config.model.num_layers=1", "--config.train.steps=10", "--config.train.warmup_steps=1")
+    out = _run(
+        "train_speed.py",
+        "--vs=torch",
+        "--rounds=1",
+        "--steps=2",
+        "--warmup=1",
+        "--config.model.num_layers=1",
+        "--config.train.steps=10",
+        "--config.train.warmup_steps=1",
+    )
     assert "| figure | jaxlm | torch | jaxlm/torch |" in out
     for figure in ("step time (ms)", "tokens/s", "MFU (%)", "peak memory"):
         assert f"| {figure}" in out
@@ -32,8 +46,15 @@ def test_train_speed_against_the_torch_peer():
 
 
 def test_compile_time_per_depth():
-    out = _run("compile_time.py", "--layers=1,2", "--width=64", "--seq_len=32", "--batch_size=2",
-               "--vocab_size=128", "--repeats=1")
+    out = _run(
+        "compile_time.py",
+        "--layers=1,2",
+        "--width=64",
+        "--seq_len=32",
+        "--batch_size=2",
+        "--vocab_size=128",
+        "--repeats=1",
+    )
     assert "\n| 1 | " in out and "\n| 2 | " in out
 
 
@@ -48,8 +69,7 @@ def test_data_pipeline_throughput():
 
 
 def test_decode_speed_cache_recompute_window_and_transformers():
-    out = _run("decode_speed.py", "--layers=1", "--new_tokens=8", "--prompt_len=8", "--repeats=1",
-               "--window_tokens=2")
+    out = _run("decode_speed.py", "--layers=1", "--new_tokens=8", "--prompt_len=8", "--repeats=1", "--window_tokens=2")
     assert "same tokens as jaxlm: True" in out  # transformers' greedy decode agrees with jaxlm's
     assert "cache is " in out and "recompute " in out and "window " in out
 
@@ -66,15 +86,30 @@ def test_nanogpt_reference_scores_both_ways():
 def test_nanogpt_reference_scores_a_jaxlm_run_as_jaxlm_does(tmp_path):
     """A jaxlm run, exported and read by transformers, scores its own whole-split val loss in PyTorch."""
     workdir = tmp_path / "run"
-    subprocess.run([sys.executable, "run_pretrain.py", "--config=configs/shakespeare_char.py",
-                    f"--config.data.path={SHAKESPEARE}", "--config.train.steps=20", "--config.eval.every=20",
-                    "--config.train.warmup_steps=2", "--config.sample.num_tokens=0", "--config.mesh.cpu_devices=1",
-                    f"--workdir={workdir}"], cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"},
-                   check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            "run_pretrain.py",
+            "--config=configs/shakespeare_char.py",
+            f"--config.data.path={SHAKESPEARE}",
+            "--config.train.steps=20",
+            "--config.eval.every=20",
+            "--config.train.warmup_steps=2",
+            "--config.sample.num_tokens=0",
+            "--config.mesh.cpu_devices=1",
+            f"--workdir={workdir}",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     with open(workdir / "metrics.jsonl") as f:
         jaxlm_val_loss = [json.loads(line) for line in f if "val_loss" in line][-1]["val_loss"]
-    out = _run("nanogpt_reference.py", f"--data={SHAKESPEARE}", "--seeds=", f"--jaxlm_workdirs={workdir}",
-               "--estimates=2")
+    out = _run(
+        "nanogpt_reference.py", f"--data={SHAKESPEARE}", "--seeds=", f"--jaxlm_workdirs={workdir}", "--estimates=2"
+    )
     line = next(line for line in out.splitlines() if line.startswith(f"jaxlm {workdir} (seed 0) |"))
     whole_split = float(line.split("whole validation split ")[1].split()[0])
     # The same windows but at the split's end, where jaxlm also scores the last 52 characters and the closing
@@ -84,10 +119,20 @@ def test_nanogpt_reference_scores_a_jaxlm_run_as_jaxlm_does(tmp_path):
 
 
 def test_nanogpt_reference_refuses_a_workdir_that_is_not_a_shakespeare_char_run(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps(
-        {"seed": 0, "model": {"family": "llama"}, "data": {"tokenizer": {"kind": "bpe"}}}))
-    result = subprocess.run([sys.executable, os.path.join("benchmarks", "nanogpt_reference.py"), "--seeds=",
-                             f"--jaxlm_workdirs={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=300)
+    (tmp_path / "config.json").write_text(
+        json.dumps({"seed": 0, "model": {"family": "llama"}, "data": {"tokenizer": {"kind": "bpe"}}})
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            os.path.join("benchmarks", "nanogpt_reference.py"),
+            "--seeds=",
+            f"--jaxlm_workdirs={tmp_path}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2
     assert f"{tmp_path} is a llama run with a bpe tokenizer; give configs/shakespeare_char.py" in result.stderr

@@ -35,7 +35,7 @@ sys.exit(code)
 def _run(command: str, *args: str, probe: bool = False) -> subprocess.CompletedProcess:
     start = COMMANDS[command]
     target = start[-1]
-    argv = ([sys.executable, "-c", _PROBE, target, *args] if probe else [sys.executable, *start, *args])
+    argv = [sys.executable, "-c", _PROBE, target, *args] if probe else [sys.executable, *start, *args]
     return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
@@ -59,16 +59,25 @@ def test_an_unknown_flag_is_one_line_and_exit_2(command):
     assert result.stderr.strip() == "error: Unknown command line flag 'no_such_flag'; see --help"
 
 
-@pytest.mark.parametrize("command, args, message", [
-    ("run_pretrain.py", ["stray"], "error: expected no arguments besides flags, got stray; see --help"),
-    ("jaxlm.export", ["--out=x", "stray"], "error: expected no arguments besides flags, got stray; see --help"),
-    ("jaxlm.plot", [], "error: expected WORKDIR, got none; see --help"),
-    ("jaxlm.tokenizer", ["prepare", "--input=x", "--vocab_size=9", "--output=y"],
-     "error: unknown command 'prepare'; the one command is: python -m jaxlm.tokenizer train --input=..."),
-    ("jaxlm.generate", [], "error: --workdir is required; see --help"),
-    ("jaxlm.generate", ["--workdir=w", "--top_p=2"], "error: flag --top_p=2: 2.0 is not a number in the range "
-                                                     "[0, 1]; see --help"),
-])
+@pytest.mark.parametrize(
+    "command, args, message",
+    [
+        ("run_pretrain.py", ["stray"], "error: expected no arguments besides flags, got stray; see --help"),
+        ("jaxlm.export", ["--out=x", "stray"], "error: expected no arguments besides flags, got stray; see --help"),
+        ("jaxlm.plot", [], "error: expected WORKDIR, got none; see --help"),
+        (
+            "jaxlm.tokenizer",
+            ["prepare", "--input=x", "--vocab_size=9", "--output=y"],
+            "error: unknown command 'prepare'; the one command is: python -m jaxlm.tokenizer train --input=...",
+        ),
+        ("jaxlm.generate", [], "error: --workdir is required; see --help"),
+        (
+            "jaxlm.generate",
+            ["--workdir=w", "--top_p=2"],
+            "error: flag --top_p=2: 2.0 is not a number in the range [0, 1]; see --help",
+        ),
+    ],
+)
 def test_usage_errors_are_one_line_and_exit_2(command, args, message):
     result = _run(command, *args)
     assert result.returncode == 2, result.stderr

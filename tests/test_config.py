@@ -17,8 +17,14 @@ CONFIG_FILES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "c
 
 def test_recipes_are_all_there():
     names = {os.path.basename(p) for p in CONFIG_FILES}
-    assert {"default.py", "bert_tiny.py", "shakespeare_char.py", "gpt2_small.py", "llama_1b.py",
-            "bert_base.py"} <= names
+    assert {
+        "default.py",
+        "bert_tiny.py",
+        "shakespeare_char.py",
+        "gpt2_small.py",
+        "llama_1b.py",
+        "bert_base.py",
+    } <= names
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
@@ -30,8 +36,16 @@ def test_each_recipe_validates_and_builds(path):
     # eval_shape: a 1B model costs no memory here.
     state = nnx.state(nnx.eval_shape(lambda: Transformer(model_cfg, rngs=nnx.Rngs(0))))
     count = sum(x.size for x in jax.tree.leaves(state))
-    expected_millions = {"gpt2_small.py": 124, "llama_1b.py": 1100, "bert_base.py": 110, "gpt2_medium.py": 355,
-                         "gpt2_large.py": 774, "gpt2_xl.py": 1558, "llama_7b.py": 6738, "bert_large.py": 335}
+    expected_millions = {
+        "gpt2_small.py": 124,
+        "llama_1b.py": 1100,
+        "bert_base.py": 110,
+        "gpt2_medium.py": 355,
+        "gpt2_large.py": 774,
+        "gpt2_xl.py": 1558,
+        "llama_7b.py": 6738,
+        "bert_large.py": 335,
+    }
     name = os.path.basename(path)
     if name in expected_millions:
         assert abs(count / 1e6 - expected_millions[name]) / expected_millions[name] < 0.08, count
@@ -109,8 +123,11 @@ def test_text_source_needs_a_path():
 def test_model_vocab_smaller_than_the_tokenizer_is_refused():
     config = base_config()
     config.model.vocab_size = 100
-    with pytest.raises(ConfigError, match=r"config.model.vocab_size=100: is smaller than the "
-                                          r"tokenizer's vocabulary \(2048\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"config.model.vocab_size=100: is smaller than the "
+        r"tokenizer's vocabulary \(2048\)",
+    ):
         check_vocab(config, 2048)
     config.model.vocab_size = 4096
     check_vocab(config, 2048)
@@ -120,12 +137,18 @@ def test_default_config_is_valid():
     validate(base_config())
 
 
-@pytest.mark.parametrize("fields, named, message", [
-    ({"data.source": "jsonl"}, "data.path=''", 'data.source="jsonl" needs a file or glob'),
-    ({"data.source": "tfds"}, "data.tfds_name=''", 'data.source="tfds" needs a TFDS dataset name'),
-    ({"data.source": "tfds", "data.tfds_name": "lm1b", "data.text_field": ""}, "data.text_field=''",
-     "needs the field holding the text"),
-])
+@pytest.mark.parametrize(
+    "fields, named, message",
+    [
+        ({"data.source": "jsonl"}, "data.path=''", 'data.source="jsonl" needs a file or glob'),
+        ({"data.source": "tfds"}, "data.tfds_name=''", 'data.source="tfds" needs a TFDS dataset name'),
+        (
+            {"data.source": "tfds", "data.tfds_name": "lm1b", "data.text_field": ""},
+            "data.text_field=''",
+            "needs the field holding the text",
+        ),
+    ],
+)
 def test_what_a_source_needs_is_named_when_it_is_opened(fields, named, message):
     config = base_config()
     config.update_from_flattened_dict(fields)
@@ -135,13 +158,20 @@ def test_what_a_source_needs_is_named_when_it_is_opened(fields, named, message):
     assert str(error.value).startswith(f"config.{named}: ") and message in str(error.value)
 
 
-@pytest.mark.parametrize("fields, named, message", [
-    ({"data.document": "sentence"}, "data.document='sentence'", "must be one of file, line, paragraph"),
-    ({"data.max_documents": -1}, "data.max_documents=-1", "must be an integer >= 0"),
-    ({"data.prefetch": -1}, "data.prefetch=-1", "must be an integer >= 0"),
-    ({"data.tokenizer.model_type": "word"}, "data.tokenizer.model_type='word'", "must be one of bpe, unigram, char"),
-    ({"data.tokenizer.max_sentences": 0}, "data.tokenizer.max_sentences=0", "must be a positive integer"),
-])
+@pytest.mark.parametrize(
+    "fields, named, message",
+    [
+        ({"data.document": "sentence"}, "data.document='sentence'", "must be one of file, line, paragraph"),
+        ({"data.max_documents": -1}, "data.max_documents=-1", "must be an integer >= 0"),
+        ({"data.prefetch": -1}, "data.prefetch=-1", "must be an integer >= 0"),
+        (
+            {"data.tokenizer.model_type": "word"},
+            "data.tokenizer.model_type='word'",
+            "must be one of bpe, unigram, char",
+        ),
+        ({"data.tokenizer.max_sentences": 0}, "data.tokenizer.max_sentences=0", "must be a positive integer"),
+    ],
+)
 def test_data_source_fields_are_checked(fields, named, message):
     config = base_config()
     config.update_from_flattened_dict(fields)
@@ -151,8 +181,11 @@ def test_data_source_fields_are_checked(fields, named, message):
 
 
 def test_data_sources_that_validate():
-    for fields in ({"source": "jsonl", "path": "a.jsonl"}, {"source": "tfds", "tfds_name": "lm1b"},
-                   {"source": "text", "path": "a.txt", "document": "paragraph", "max_documents": 10}):
+    for fields in (
+        {"source": "jsonl", "path": "a.jsonl"},
+        {"source": "tfds", "tfds_name": "lm1b"},
+        {"source": "text", "path": "a.txt", "document": "paragraph", "max_documents": 10},
+    ):
         config = base_config()
         config.data.update(fields)
         validate(config)

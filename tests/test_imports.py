@@ -15,8 +15,14 @@ pytestmark = pytest.mark.skipif(not os.path.exists(LINT_IMPORTS), reason="import
 
 def _lint(root: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": root}  # the jaxlm package under `root`, not the installed one
-    return subprocess.run([LINT_IMPORTS, "--no-cache", os.path.join(root, "pyproject.toml")], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [LINT_IMPORTS, "--no-cache", os.path.join(root, "pyproject.toml")],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_every_contract_is_kept():
@@ -25,13 +31,16 @@ def test_every_contract_is_kept():
     assert "Contracts: 7 kept, 0 broken." in result.stdout
 
 
-@pytest.mark.parametrize("module, wrong_import, contract", [
-    ("model/attention_kernels.py", "from jaxlm.parallel.rules import DEFAULT_RULES", "The model imports nothing"),
-    ("data/sources.py", "from jaxlm.model.config import ModelConfig", "The data pipeline knows no model"),
-    ("runs/reader.py", "from jaxlm.train.step import TrainState", "Reading and writing runs imports no training"),
-    ("generate/decode.py", "from jaxlm.train import loop", "Export and generation read runs, never training"),
-    ("train/loop.py", "from jaxlm.export import __main__", "Nothing imports a command line"),
-])
+@pytest.mark.parametrize(
+    "module, wrong_import, contract",
+    [
+        ("model/attention_kernels.py", "from jaxlm.parallel.rules import DEFAULT_RULES", "The model imports nothing"),
+        ("data/sources.py", "from jaxlm.model.config import ModelConfig", "The data pipeline knows no model"),
+        ("runs/reader.py", "from jaxlm.train.step import TrainState", "Reading and writing runs imports no training"),
+        ("generate/decode.py", "from jaxlm.train import loop", "Export and generation read runs, never training"),
+        ("train/loop.py", "from jaxlm.export import __main__", "Nothing imports a command line"),
+    ],
+)
 def test_a_wrong_arrow_breaks_its_contract(module, wrong_import, contract, tmp_path):
     shutil.copytree(os.path.join(ROOT, "jaxlm"), tmp_path / "jaxlm", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(os.path.join(ROOT, "pyproject.toml"), tmp_path)

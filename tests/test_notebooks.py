@@ -16,8 +16,11 @@ def _read(name: str) -> nbformat.NotebookNode:
 
 def _text(cell) -> str:
     """What the cell printed to stdout and its result (stderr holds library warnings and bars)."""
-    return "".join((out.get("text", "") if out.get("name") == "stdout" else "")
-                   + "".join(out.get("data", {}).get("text/plain", "")) for out in cell.outputs)
+    return "".join(
+        (out.get("text", "") if out.get("name") == "stdout" else "")
+        + "".join(out.get("data", {}).get("text/plain", ""))
+        for out in cell.outputs
+    )
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -41,8 +44,9 @@ def test_runs_headless(name, tmp_path, monkeypatch):
     outputs = "\n".join(_text(cell) for cell in nb.cells if cell.cell_type == "code")
     assert "1 x CPU" in outputs
     assert "step     30/30 | loss " in outputs and "eval     30/30 | val_loss " in outputs
-    assert any(out.get("data", {}).get("image/png") for cell in nb.cells if cell.cell_type == "code"
-               for out in cell.outputs), "the loss plot is missing"
+    assert any(
+        out.get("data", {}).get("image/png") for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs
+    ), "the loss plot is missing"
     assert "model.safetensors" in outputs and os.path.exists(tmp_path / "hf" / name / "config.json")
     if name == "quickstart":
         assert "sample |\nThe " in outputs

@@ -19,12 +19,18 @@ def _workdir(tmp_path, records):
 
 
 def _plot(*args):
-    return subprocess.run([sys.executable, "-m", "jaxlm.plot", *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "jaxlm.plot", *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
 
 
-RECORDS = [{"step": 10, "loss": 4.2, "accuracy": 0.1}, {"step": 20, "loss": 3.9}, {"step": 20, "val_loss": 3.8},
-           {"step": 30, "loss": 3.5}, {"step": 30, "val_loss": 3.4, "val_perplexity": 30.0}]
+RECORDS = [
+    {"step": 10, "loss": 4.2, "accuracy": 0.1},
+    {"step": 20, "loss": 3.9},
+    {"step": 20, "val_loss": 3.8},
+    {"step": 30, "loss": 3.5},
+    {"step": 30, "val_loss": 3.4, "val_perplexity": 30.0},
+]
 
 
 def test_read_metrics_splits_train_and_validation_losses(tmp_path):

@@ -38,8 +38,10 @@ SHARED = os.path.join(os.path.dirname(ROOT), "shared")  # ../shared from the che
 
 LIST = r"\S+(?:, \S+)*"  # targets: tests/FILE.py::test_name or .ci/run
 MARKERS = {
-    "runnable": re.compile(r'<!-- runnable(?: after (?P<after>"[^"]+"(?:, "[^"]+")*))?'
-                           r"(?:: (?P<flags>--\S+(?: --\S+)*))? -->"),
+    "runnable": re.compile(
+        r'<!-- runnable(?: after (?P<after>"[^"]+"(?:, "[^"]+")*))?'
+        r"(?:: (?P<flags>--\S+(?: --\S+)*))? -->"
+    ),
     "run by": re.compile(rf"<!-- run by (?P<targets>{LIST}) -->"),
     "not runnable": re.compile(rf"<!-- not runnable here \((?P<reason>[^)]+)\); covered by (?P<targets>{LIST}) -->"),
 }
@@ -47,33 +49,44 @@ TARGET = re.compile(r"(tests/[\w/]+\.py)::(\w+)$")
 SHRUNK = re.compile(r"^(python (?:run_pretrain\.py|-m jaxlm\.aot)\b.*?)(\s+#.*)?$")  # a trailing comment stays last
 INSTALL = re.compile(r"python3 -m venv |\. \.venv/bin/activate$|pip install ")
 # What a command prints when it did its job, by what its command line says.
-PRINTS = [(re.compile(pattern), text) for pattern, text in [
-    (r"^python run_pretrain\.py", "\ndone  | "),
-    (r"--config\.train\.stop_at=(\d+)", r"resume | step \1 "),  # the next run on the workdir resumes there
-    (r"--config\.checkpoint\.restore_from=", "start | weights from"),
-    (r"^python -m jaxlm\.aot", "\nfit   | fits"),
-    (r"^python -m jaxlm\.plot (\S+)", r"\1"),
-    (r"^python -m jaxlm\.export --workdir", "exported "),
-    (r"^python -m jaxlm\.export --from_hf", "imported "),
-    (r"^python -m jaxlm\.generate", "\n--- step "),
-    (r"^python -m jaxlm\.generate .*<mask>", "<mask> at "),
-    (r"^python tools/config_table\.py --check", "config table matches"),
-]]
+PRINTS = [
+    (re.compile(pattern), text)
+    for pattern, text in [
+        (r"^python run_pretrain\.py", "\ndone  | "),
+        (r"--config\.train\.stop_at=(\d+)", r"resume | step \1 "),  # the next run on the workdir resumes there
+        (r"--config\.checkpoint\.restore_from=", "start | weights from"),
+        (r"^python -m jaxlm\.aot", "\nfit   | fits"),
+        (r"^python -m jaxlm\.plot (\S+)", r"\1"),
+        (r"^python -m jaxlm\.export --workdir", "exported "),
+        (r"^python -m jaxlm\.export --from_hf", "imported "),
+        (r"^python -m jaxlm\.generate", "\n--- step "),
+        (r"^python -m jaxlm\.generate .*<mask>", "<mask> at "),
+        (r"^python tools/config_table\.py --check", "config table matches"),
+    ]
+]
 
 
 def _blocks() -> list[dict]:
     """Every ```bash block: its text, the line before it, its marker's kind and fields, and its section."""
     blocks = []
     for match in re.finditer(r"^```bash\n(.*?)^```$", README, re.M | re.S):
-        before = README[:match.start()]
+        before = README[: match.start()]
         line = before.rstrip("\n").rsplit("\n", 1)[-1]
         kind, fields = None, {}
         for name, pattern in MARKERS.items():
             if found := pattern.fullmatch(line):
                 kind, fields = name, {k: v for k, v in found.groupdict().items() if v}
         sections = re.findall(r"^## (.+)$", before, re.M)
-        blocks.append({"text": match.group(1), "line": line, "kind": kind, "section": sections[-1] if sections else "",
-                       "number": len(blocks) + 1, **fields})
+        blocks.append(
+            {
+                "text": match.group(1),
+                "line": line,
+                "kind": kind,
+                "section": sections[-1] if sections else "",
+                "number": len(blocks) + 1,
+                **fields,
+            }
+        )
     return blocks
 
 
@@ -115,10 +128,13 @@ def test_every_config_field_the_readme_names_exists():
 
 
 def test_every_bash_block_is_marked():
-    unmarked = [f"block {b['number']} ({b['section']}): {b['text'].splitlines()[0][:60]}"
-                for b in BLOCKS if b["kind"] is None]
-    assert unmarked == [], ("mark each ```bash block: <!-- runnable[: FLAGS] -->, <!-- run by TEST -->, or "
-                            "<!-- not runnable here (REASON); covered by TEST --> (see tests/test_readme.py)")
+    unmarked = [
+        f"block {b['number']} ({b['section']}): {b['text'].splitlines()[0][:60]}" for b in BLOCKS if b["kind"] is None
+    ]
+    assert unmarked == [], (
+        "mark each ```bash block: <!-- runnable[: FLAGS] -->, <!-- run by TEST -->, or "
+        "<!-- not runnable here (REASON); covered by TEST --> (see tests/test_readme.py)"
+    )
     # No marker stands anywhere but right before a block (a stray or doubled one is a mistake).
     assert len(re.findall(r"<!-- (?:runnable|run by|not runnable)", README)) == len(BLOCKS)
     assert len(BLOCKS) >= 10, "the block pattern found too little"
@@ -195,21 +211,36 @@ def _run(block: dict, cwd: str, *, optimized: bool = False) -> subprocess.Comple
     for earlier in [b for b in RUNNABLE if b["section"] in needed and b["number"] < block["number"]]:
         if earlier["number"] in _RAN:
             source = _RAN[earlier["number"]]
-            shutil.copytree(source, cwd, symlinks=True, dirs_exist_ok=True,
-                            ignore=lambda path, names, source=source: LINKED if path == source else ())
+            shutil.copytree(
+                source,
+                cwd,
+                symlinks=True,
+                dirs_exist_ok=True,
+                ignore=lambda path, names, source=source: LINKED if path == source else (),
+            )
         else:
             _check(earlier, _run(earlier, cwd))
     script = _script(block, cwd)
-    result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env=_env(optimized), capture_output=True,
-                            text=True, timeout=1200)
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=cwd,
+        env=_env(optimized),
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     result.args = script
     return result
 
 
 def _check(block: dict, result: subprocess.CompletedProcess):
     assert result.returncode == 0, f"{result.args}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
-    expected = Counter(found.expand(text) for command in _commands(result.args) for pattern, text in PRINTS
-                       if (found := pattern.search(command)))
+    expected = Counter(
+        found.expand(text)
+        for command in _commands(result.args)
+        for pattern, text in PRINTS
+        if (found := pattern.search(command))
+    )
     for text, count in expected.items():
         assert result.stdout.count(text) >= count, f"{result.args}\nprints {text!r} too few times:\n{result.stdout}"
 

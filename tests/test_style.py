@@ -15,5 +15,7 @@ pytestmark = pytest.mark.skipif(not os.path.exists(RUFF), reason="ruff is in the
 @pytest.mark.parametrize("command", [["format", "--check"], ["check"]], ids=["format", "lint"])
 def test_ruff(command):
     result = subprocess.run([RUFF, *command, "."], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, f"ruff {' '.join(command)} . (fix with ruff format . / ruff check --fix .):\n" \
-                                   f"{result.stdout[-3000:]}{result.stderr[-1000:]}"
+    assert result.returncode == 0, (
+        f"ruff {' '.join(command)} . (fix with ruff format . / ruff check --fix .):\n"
+        f"{result.stdout[-3000:]}{result.stderr[-1000:]}"
+    )

@@ -1,8 +1,8 @@
 """The README's `## Configs` table, made from jaxlm/config.py's trailing comments so it cannot drift.
 
-    python tools/config_table.py           # print the table
-    python tools/config_table.py --write   # put it in README.md between the config-table markers
-    python tools/config_table.py --check   # exit 1 when README.md's table is not what this makes
+python tools/config_table.py           # print the table
+python tools/config_table.py --write   # put it in README.md between the config-table markers
+python tools/config_table.py --check   # exit 1 when README.md's table is not what this makes
 """
 
 from __future__ import annotations
@@ -32,8 +32,12 @@ def fields(source: str) -> list[tuple[str, str, str]]:
 
 
 def _leaves(tree: dict, prefix: str = "") -> set[str]:
-    return set().union(*(_leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key}
-                         for key, value in tree.items()))
+    return set().union(
+        *(
+            _leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key}
+            for key, value in tree.items()
+        )
+    )
 
 
 def _check_complete(found: list[tuple[str, str, str]]) -> None:

@@ -23,8 +23,12 @@ from jaxlm import cli
 def _flags(argv: list[str]) -> flags.FlagValues:
     fv = cli.command_flags()
     cli.define_recipe(fv, argv, None)
-    flags.DEFINE_string("topology", None, "TPU slice: v5p-128, v5e-16 (= v5litepod-16), v4-32, v6e-8, or "
-                        "generation:shape such as v5e:4x4.", flag_values=fv)
+    flags.DEFINE_string(
+        "topology",
+        None,
+        "TPU slice: v5p-128, v5e-16 (= v5litepod-16), v4-32, v6e-8, or generation:shape such as v5e:4x4.",
+        flag_values=fv,
+    )
     flags.mark_flags_as_required(["config", "topology"], flag_values=fv)
     return fv
 

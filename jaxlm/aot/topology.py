@@ -14,10 +14,20 @@ GIB = 2**30
 HBM_GIB = {"v4": 32, "v5e": 16, "v5p": 95, "v6e": 32}  # per chip
 _GENERATIONS = {"v4": "v4", "v5p": "v5p", "v5": "v5p", "v5e": "v5e", "v5litepod": "v5e", "v6e": "v6e"}
 # Chips per dimension of the standard slices (Cloud TPU's shapes), by chip count.
-_SLICE_SHAPES_3D = {4: (2, 2, 1), 8: (2, 2, 2), 16: (2, 2, 4), 32: (2, 4, 4), 64: (4, 4, 4), 128: (4, 4, 8),
-                    256: (4, 8, 8), 512: (8, 8, 8), 1024: (8, 8, 16), 2048: (8, 16, 16), 4096: (16, 16, 16)}
-_SLICE_SHAPES_2D = {1: (1, 1), 4: (2, 2), 8: (2, 4), 16: (4, 4), 32: (4, 8), 64: (8, 8), 128: (8, 16),
-                    256: (16, 16)}
+_SLICE_SHAPES_3D = {
+    4: (2, 2, 1),
+    8: (2, 2, 2),
+    16: (2, 2, 4),
+    32: (2, 4, 4),
+    64: (4, 4, 4),
+    128: (4, 4, 8),
+    256: (4, 8, 8),
+    512: (8, 8, 8),
+    1024: (8, 8, 16),
+    2048: (8, 16, 16),
+    4096: (16, 16, 16),
+}
+_SLICE_SHAPES_2D = {1: (1, 1), 4: (2, 2), 8: (2, 4), 16: (4, 4), 32: (4, 8), 64: (8, 8), 128: (8, 16), 256: (16, 16)}
 
 
 class TopologyError(ValueError):
@@ -60,13 +70,17 @@ def parse_topology(name: str) -> Topology:
         shape = tuple(int(n) for n in raw.group(2).split("x"))
         rank = 3 if generation in ("v4", "v5p") else 2
         if len(shape) != rank or 0 in shape:
-            raise TopologyError(f"topology {name!r}: {generation} slices have {rank} dimensions, "
-                                f"e.g. {generation}:{'x'.join(['2'] * rank)}")
+            raise TopologyError(
+                f"topology {name!r}: {generation} slices have {rank} dimensions, "
+                f"e.g. {generation}:{'x'.join(['2'] * rank)}"
+            )
         return Topology(generation, shape)
     cloud = re.fullmatch(r"(v4|v5p|v5e|v5litepod|v6e)-(\d+)", name.strip().lower())
     if not cloud:
-        raise TopologyError(f"topology {name!r}: expected a Cloud TPU name such as v5p-128, v5e-16, "
-                            "v5litepod-16, v4-32, v6e-8, or generation:shape such as v5e:4x4 or v5p:4x4x8")
+        raise TopologyError(
+            f"topology {name!r}: expected a Cloud TPU name such as v5p-128, v5e-16, "
+            "v5litepod-16, v4-32, v6e-8, or generation:shape such as v5e:4x4 or v5p:4x4x8"
+        )
     generation, count = _GENERATIONS[cloud.group(1)], int(cloud.group(2))
     if generation in ("v4", "v5p"):
         chips, shapes, unit = count // 2, _SLICE_SHAPES_3D, "TensorCores, 2 a chip"
@@ -77,8 +91,10 @@ def parse_topology(name: str) -> Topology:
     if not known:
         example = f"{generation}:4x4x12" if generation in ("v4", "v5p") else f"{generation}:4x8"
         sizes = ", ".join(f"{generation}-{(2 if generation in ('v4', 'v5p') else 1) * c}" for c in shapes)
-        raise TopologyError(f"topology {name!r}: {count} {unit} is not a standard {generation} slice "
-                            f"({sizes}); give its shape instead, e.g. {example}")
+        raise TopologyError(
+            f"topology {name!r}: {count} {unit} is not a standard {generation} slice "
+            f"({sizes}); give its shape instead, e.g. {example}"
+        )
     return Topology(generation, shapes[chips])
 
 
@@ -89,8 +105,11 @@ def topology_devices(topology: Topology) -> list[jax.Device]:
     # libtpu reads the host's TPU type and worker names from the environment and warns at length when they are
     # unset; any valid values quiet it. It also takes a machine-wide lock (/tmp/libtpu_lockfile) meant for
     # processes that drive real chips; compiling only, several processes may share it.
-    for name, value in (("TPU_ACCELERATOR_TYPE", "v5litepod-4"), ("TPU_WORKER_HOSTNAMES", "localhost"),
-                        ("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")):
+    for name, value in (
+        ("TPU_ACCELERATOR_TYPE", "v5litepod-4"),
+        ("TPU_WORKER_HOSTNAMES", "localhost"),
+        ("ALLOW_MULTIPLE_LIBTPU_LOAD", "1"),
+    ):
         os.environ.setdefault(name, value)
     options = {}
     if topology.generation in ("v4", "v5p"):
@@ -98,7 +117,6 @@ def topology_devices(topology: Topology) -> list[jax.Device]:
     if topology.chips == 1:
         options["chips_per_host_bounds"] = (1, 1, 1)  # the default host has 2x2 chips
     try:
-        return list(topologies.get_topology_desc(topology_name=topology.libtpu_name, platform="tpu",
-                                                 **options).devices)
+        return list(topologies.get_topology_desc(topology_name=topology.libtpu_name, platform="tpu", **options).devices)
     except jax.errors.JaxRuntimeError as error:
         raise TopologyError(f"topology {topology.libtpu_name!r}: libtpu refused it: {error}") from error

@@ -32,8 +32,10 @@ def host_slice(batch_size: int, process_index: int, process_count: int) -> slice
     if process_count <= 0 or not 0 <= process_index < process_count:
         raise ValueError(f"process_index={process_index} is not in [0, process_count={process_count})")
     if batch_size % process_count:
-        raise DataError(f"config.data.batch_size={batch_size}: not divisible by the {process_count} processes "
-                        f"(hosts) of this run; make it a multiple of {process_count}")
+        raise DataError(
+            f"config.data.batch_size={batch_size}: not divisible by the {process_count} processes "
+            f"(hosts) of this run; make it a multiple of {process_count}"
+        )
     rows = batch_size // process_count
     return slice(process_index * rows, (process_index + 1) * rows)
 
@@ -55,9 +57,20 @@ class TrainBatches:
     `fingerprint_parts` (corpus, tokenizer, shapes, seed, objective, ...) name what decides the batches.
     """
 
-    def __init__(self, stream: FramedStream, *, seq_len: int, batch_size: int, objective: str, seed: int,
-                 pad_id: int, masker: Masker | None, fingerprint: str, fingerprint_parts: dict,
-                 pairs: SentencePairs | None = None):
+    def __init__(
+        self,
+        stream: FramedStream,
+        *,
+        seq_len: int,
+        batch_size: int,
+        objective: str,
+        seed: int,
+        pad_id: int,
+        masker: Masker | None,
+        fingerprint: str,
+        fingerprint_parts: dict,
+        pairs: SentencePairs | None = None,
+    ):
         self.stream, self.pairs = stream, pairs
         self.num_tokens = len(stream)
         self.num_rows = pairs.num_rows if pairs else num_rows(self.num_tokens, seq_len, objective)
@@ -88,13 +101,17 @@ class TrainBatches:
         epochs_B, index_B = np.divmod(rows_B, self.num_rows)
         # The rows are consecutive, so each epoch's are one run (a batch spans two at the epoch's end).
         cuts = np.flatnonzero(np.diff(epochs_B)) + 1
-        parts = [self._rows(int(epochs[0]), index)
-                 for epochs, index in zip(np.split(epochs_B, cuts), np.split(index_B, cuts))]
-        fields = parts[0] if len(parts) == 1 else {key: np.concatenate([part[key] for part in parts])
-                                                   for key in parts[0]}
+        parts = [
+            self._rows(int(epochs[0]), index)
+            for epochs, index in zip(np.split(epochs_B, cuts), np.split(index_B, cuts))
+        ]
+        fields = (
+            parts[0] if len(parts) == 1 else {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+        )
         if self._masker:
             fields["inputs"], fields["targets"], fields["weights"] = self._masker(
-                fields["inputs"], seed=self._seed, step=step, example_ids_B=rows_B)
+                fields["inputs"], seed=self._seed, step=step, example_ids_B=rows_B
+            )
         return fields
 
     def _rows(self, epoch: int, index_R: np.ndarray) -> dict[str, np.ndarray]:
@@ -102,16 +119,18 @@ class TrainBatches:
         offset, order_R = self._epoch(epoch)
         if self.pairs is not None:
             return self.pairs.rows(order_R[index_R], seed=self._seed, epoch=epoch)
-        tokens_RxW, doc_ids_RxW = self.stream.rows(order_R[index_R], seq_len=self.seq_len,
-                                                   objective=self._objective, pad_id=self._pad_id, offset=offset)
+        tokens_RxW, doc_ids_RxW = self.stream.rows(
+            order_R[index_R], seq_len=self.seq_len, objective=self._objective, pad_id=self._pad_id, offset=offset
+        )
         return row_fields(tokens_RxW, doc_ids_RxW, objective=self._objective)
 
     def batch(self, step: int) -> dict[str, np.ndarray]:
         """The global batch of `step` (as host_batch, all rows), the same for the same (seed, step)."""
         return self.host_batch(step, 0, 1)
 
-    def iterate(self, start_step: int = 0, process_index: int = 0, process_count: int = 1,
-                prefetch: int = 2) -> Iterator[dict[str, np.ndarray]]:
+    def iterate(
+        self, start_step: int = 0, process_index: int = 0, process_count: int = 1, prefetch: int = 2
+    ) -> Iterator[dict[str, np.ndarray]]:
         """This host's batches of steps start_step, start_step + 1, ..., `prefetch` of them made ahead
         in a background thread (0 = none). Close the iterator (or let it be collected) to stop the thread."""
         host_slice(self.batch_size, process_index, process_count)  # Fail here, not in the thread.
@@ -129,11 +148,16 @@ class TrainBatches:
         if state.get("fingerprint") == self.fingerprint:
             return int(state["step"])
         saved = state.get("parts", {})
-        changed = [f"{key} {saved.get(key)!r} -> {value!r}" for key, value in self.fingerprint_parts.items()
-                   if saved.get(key) != value] or [f"fingerprint {state.get('fingerprint')!r} -> {self.fingerprint!r}"]
-        raise DataError(f"the checkpoint's data state does not match this run's data ({'; '.join(changed)}): "
-                        "resuming would not continue the same batches. Restore the corpus, tokenizer and "
-                        "data settings the checkpoint was made with, or start a fresh workdir")
+        changed = [
+            f"{key} {saved.get(key)!r} -> {value!r}"
+            for key, value in self.fingerprint_parts.items()
+            if saved.get(key) != value
+        ] or [f"fingerprint {state.get('fingerprint')!r} -> {self.fingerprint!r}"]
+        raise DataError(
+            f"the checkpoint's data state does not match this run's data ({'; '.join(changed)}): "
+            "resuming would not continue the same batches. Restore the corpus, tokenizer and "
+            "data settings the checkpoint was made with, or start a fresh workdir"
+        )
 
 
 def _prefetched(make: Callable[[int], dict], start_step: int, depth: int) -> Iterator[dict]:

@@ -32,8 +32,9 @@ class ChunkCache:
         self._starts = np.zeros(0, np.int64)
         self._lengths = np.zeros(0, np.int64)
 
-    def lookup(self, data: bytes, chunk_starts: np.ndarray,
-               encode: Callable[[list[bytes]], list[list[int]]]) -> tuple[np.ndarray, np.ndarray]:
+    def lookup(
+        self, data: bytes, chunk_starts: np.ndarray, encode: Callable[[list[bytes]], list[list[int]]]
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(ids of the chunks of `data` that begin at `chunk_starts` [C], back to back [T] int32, ids per
         chunk [C] int64); `encode` encodes a list of chunks the cache does not hold."""
         if not len(chunk_starts):
@@ -59,8 +60,9 @@ class ChunkCache:
             index.update(zip(distinct, range(len(distinct))))
             slots = np.arange(len(distinct), dtype=np.int64)
         else:  # itemgetter looks the keys up in one C loop, faster than a map (a bare value for one key)
-            slots = np.array(operator.itemgetter(*distinct)(index) if len(distinct) > 1 else [index[distinct[0]]],
-                             np.int64)
+            slots = np.array(
+                operator.itemgetter(*distinct)(index) if len(distinct) > 1 else [index[distinct[0]]], np.int64
+            )
         if len(index) > known:
             new = list(itertools.islice(index, known, None))  # dicts keep insertion order
             try:
@@ -74,14 +76,15 @@ class ChunkCache:
     def _add(self, encoded: list[list[int]]) -> None:
         lengths = np.fromiter(map(len, encoded), np.int64, len(encoded))
         starts = len(self._flat) + np.cumsum(lengths) - lengths
-        self._flat = np.concatenate([self._flat, np.fromiter(itertools.chain.from_iterable(encoded), np.int32,
-                                                             int(lengths.sum()))])
+        self._flat = np.concatenate(
+            [self._flat, np.fromiter(itertools.chain.from_iterable(encoded), np.int32, int(lengths.sum()))]
+        )
         self._starts = np.concatenate([self._starts, starts])
         self._lengths = np.concatenate([self._lengths, lengths])
 
     def _truncate(self, size: int) -> None:
         """Keeps the stored ids of the first `size` chunks (the caller trims the index)."""
-        self._flat = self._flat[:self._starts[size]].copy()
+        self._flat = self._flat[: self._starts[size]].copy()
         self._starts, self._lengths = self._starts[:size], self._lengths[:size]
 
     def _gather(self, chunk_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -51,9 +51,17 @@ def _vocab_tables(vocab_size: int, special_ids: tuple[int, ...]) -> tuple[np.nda
     return is_special_V, np.flatnonzero(~is_special_V).astype(np.int32)
 
 
-def mask_tokens(tokens_BxL: np.ndarray, *, seed: int, step: int, example_ids_B: np.ndarray, mask_prob: float,
-                mask_id: int, vocab_size: int,
-                special_ids: Collection[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def mask_tokens(
+    tokens_BxL: np.ndarray,
+    *,
+    seed: int,
+    step: int,
+    example_ids_B: np.ndarray,
+    mask_prob: float,
+    mask_id: int,
+    vocab_size: int,
+    special_ids: Collection[int],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(inputs_BxL, targets_BxL, weights_BxL) of BERT's corruption: 80% mask / 10% random / 10% kept.
 
     Each non-special token is chosen with probability `mask_prob`; a chosen token becomes `mask_id`
@@ -72,8 +80,9 @@ def mask_tokens(tokens_BxL: np.ndarray, *, seed: int, step: int, example_ids_B: 
     k_BxL = bits_BxL >> np.uint64(40)
     chosen_BxL = (k_BxL < _threshold(mask_prob)) & ~is_special_V[tokens_BxL]
     masked_BxL = chosen_BxL & (k_BxL < _threshold(mask_prob * _MASK_SHARE))
-    randomized = np.flatnonzero(chosen_BxL & ~masked_BxL
-                                & (k_BxL < _threshold(mask_prob * (_MASK_SHARE + _RANDOM_SHARE))))
+    randomized = np.flatnonzero(
+        chosen_BxL & ~masked_BxL & (k_BxL < _threshold(mask_prob * (_MASK_SHARE + _RANDOM_SHARE)))
+    )
     inputs_BxL = tokens_BxL.copy()
     inputs_BxL[masked_BxL] = mask_id
     pick = ((bits_BxL.ravel()[randomized] & np.uint64(0xFFFFFFFF)) * np.uint64(len(candidates))) >> np.uint64(32)

@@ -34,8 +34,17 @@ class FramedStream:
     by the train/validation split) drops its bos and `cut_tail` (the last is cut) drops its eos.
     """
 
-    def __init__(self, content_T: np.ndarray, lengths_D: np.ndarray, *, objective: str, bos_id: int, eos_id: int,
-                 cut_head: bool = False, cut_tail: bool = False):
+    def __init__(
+        self,
+        content_T: np.ndarray,
+        lengths_D: np.ndarray,
+        *,
+        objective: str,
+        bos_id: int,
+        eos_id: int,
+        cut_head: bool = False,
+        cut_tail: bool = False,
+    ):
         self._content = content_T
         lengths = np.asarray(lengths_D, np.int64)
         has_bos = np.full(len(lengths), objective == "mlm")
@@ -77,8 +86,9 @@ class FramedStream:
         """(tokens_N, doc_ids_N): the whole framed stream, for small streams and tests."""
         return self.gather(np.arange(len(self), dtype=np.int64))
 
-    def rows(self, rows_R: np.ndarray, *, seq_len: int, objective: str, pad_id: int,
-             offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    def rows(
+        self, rows_R: np.ndarray, *, seq_len: int, objective: str, pad_id: int, offset: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(tokens_RxW, doc_ids_RxW) of rows `rows_R` of the stream rotated left by `offset`.
 
         The rotation treats the stream as a circle so no token is lost; the piece that wraps round gets

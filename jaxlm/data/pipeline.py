@@ -53,9 +53,14 @@ def packing_report(stream: FramedStream, seq_len: int, objective: str) -> dict:
     """Rows, token slots, the share of slots holding tokens, and documents split across rows (none dropped)."""
     rows = num_rows(len(stream), seq_len, objective)
     slots = rows * seq_len
-    return {"rows": rows, "slots": slots, "tokens": len(stream),
-            "efficiency": min(len(stream), slots) / slots if slots else 0.0,
-            "documents": stream.num_documents, "long_documents": int((stream.framed_lengths > seq_len).sum())}
+    return {
+        "rows": rows,
+        "slots": slots,
+        "tokens": len(stream),
+        "efficiency": min(len(stream), slots) / slots if slots else 0.0,
+        "documents": stream.num_documents,
+        "long_documents": int((stream.framed_lengths > seq_len).sum()),
+    }
 
 
 Part = tuple[np.ndarray, np.ndarray]  # a split's content tokens [T] and document lengths [D]
@@ -71,13 +76,22 @@ def _split(corpus: TokenizedCorpus, num_train: int) -> tuple[Part, Part, bool]:
         return (corpus.tokens, lengths), (corpus.tokens[:0], lengths[:0]), False
     cut = int(num_train - (ends[first_val] - lengths[first_val]))
     train_lengths = np.append(lengths[:first_val], [cut] if cut else []).astype(lengths.dtype)
-    val_lengths = np.append([lengths[first_val] - cut], lengths[first_val + 1:]).astype(lengths.dtype)
+    val_lengths = np.append([lengths[first_val] - cut], lengths[first_val + 1 :]).astype(lengths.dtype)
     return (corpus.tokens[:num_train], train_lengths), (corpus.tokens[num_train:], val_lengths), cut > 0
 
 
-def _val_batches(stream: FramedStream, *, batch_size: int, seq_len: int, max_batches: int, seed: int,
-                 objective: str, pad_id: int, masker: Masker | None, pairs: SentencePairs | None
-                 ) -> list[dict[str, np.ndarray]]:
+def _val_batches(
+    stream: FramedStream,
+    *,
+    batch_size: int,
+    seq_len: int,
+    max_batches: int,
+    seed: int,
+    objective: str,
+    pad_id: int,
+    masker: Masker | None,
+    pairs: SentencePairs | None,
+) -> list[dict[str, np.ndarray]]:
     """Validation rows in stream (or pair) order, batched (at most `max_batches`, 0 = all); the last batch
     filled with all-zero (zero-weight) rows."""
     rows = pairs.num_rows if pairs else num_rows(len(stream), seq_len, objective)
@@ -86,30 +100,46 @@ def _val_batches(stream: FramedStream, *, batch_size: int, seq_len: int, max_bat
     if pairs:
         fields = pairs.rows(np.arange(rows), seed=seed, epoch=_VAL_EPOCH)
     else:
-        fields = row_fields(*stream.rows(np.arange(rows), seq_len=seq_len, objective=objective, pad_id=pad_id),
-                            objective=objective)
+        fields = row_fields(
+            *stream.rows(np.arange(rows), seq_len=seq_len, objective=objective, pad_id=pad_id), objective=objective
+        )
     if masker:
         fields["inputs"], fields["targets"], fields["weights"] = masker(
-            fields["inputs"], seed=seed, step=_VAL_MASK_STEP, example_ids_B=np.arange(rows))
+            fields["inputs"], seed=seed, step=_VAL_MASK_STEP, example_ids_B=np.arange(rows)
+        )
     filler = -rows % batch_size
     fields = {k: np.concatenate([v, np.zeros((filler, *v.shape[1:]), v.dtype)]) for k, v in fields.items()}
-    return [{k: v[i:i + batch_size] for k, v in fields.items()} for i in range(0, rows + filler, batch_size)]
+    return [{k: v[i : i + batch_size] for k, v in fields.items()} for i in range(0, rows + filler, batch_size)]
 
 
 def _rows_text(packing: dict, seq_len: int, objective: str, *, pairs: bool) -> str:
     """How the training rows are made and filled, for the `data |` line."""
     if pairs:
-        return (f"sentence-pair rows of {seq_len} ([CLS] A [SEP] B [SEP], half of B from another document), "
-                f"{packing['efficiency']:.1%} of train slots hold tokens, documents cut into "
-                f"{packing['rows']:,} chunks of at most {seq_len - 3} tokens"
-                + (f", {packing['left_out_documents']:,} one-token document(s) left out (no pair to make)"
-                   if packing["left_out_documents"] else ""))
-    return (f"{objective} rows of {seq_len}, packing {packing['efficiency']:.1%} of train slots hold tokens, "
-            f"{packing['long_documents']:,} document(s) longer than a row continue in the next")
+        return (
+            f"sentence-pair rows of {seq_len} ([CLS] A [SEP] B [SEP], half of B from another document), "
+            f"{packing['efficiency']:.1%} of train slots hold tokens, documents cut into "
+            f"{packing['rows']:,} chunks of at most {seq_len - 3} tokens"
+            + (
+                f", {packing['left_out_documents']:,} one-token document(s) left out (no pair to make)"
+                if packing["left_out_documents"]
+                else ""
+            )
+        )
+    return (
+        f"{objective} rows of {seq_len}, packing {packing['efficiency']:.1%} of train slots hold tokens, "
+        f"{packing['long_documents']:,} document(s) longer than a row continue in the next"
+    )
 
 
-def build_data(data: ml_collections.ConfigDict, *, objective: str, seed: int, max_val_batches: int = 0,
-               tokenizer: Tokenizer | None = None, cache_dir: str | None = None) -> Data:
+def build_data(
+    data: ml_collections.ConfigDict,
+    *,
+    objective: str,
+    seed: int,
+    max_val_batches: int = 0,
+    tokenizer: Tokenizer | None = None,
+    cache_dir: str | None = None,
+) -> Data:
     """The tokenizer, training batches and validation batches that a run's data section describes.
 
     `objective` is "causal" or "mlm"; `seed` draws the data order and the masks; validation holds at
@@ -121,8 +151,12 @@ def build_data(data: ml_collections.ConfigDict, *, objective: str, seed: int, ma
     batch_size, seq_len = data.batch_size, data.seq_len
     source, held_out = train_source(data), val_source(data)
     if tokenizer is None:
-        tokenizer = build_tokenizer(data.tokenizer, source, max_documents=data.max_documents,
-                                    cache_dir=os.path.join(cache_dir, TOKENIZER_DIR) if cache_dir else None)
+        tokenizer = build_tokenizer(
+            data.tokenizer,
+            source,
+            max_documents=data.max_documents,
+            cache_dir=os.path.join(cache_dir, TOKENIZER_DIR) if cache_dir else None,
+        )
     cache_dir = os.path.join(cache_dir, CORPUS_DIR) if cache_dir else None
     corpus = tokenize(source, tokenizer, max_documents=data.max_documents, cache_dir=cache_dir)
     frame = functools.partial(FramedStream, objective=objective, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id)
@@ -139,50 +173,96 @@ def build_data(data: ml_collections.ConfigDict, *, objective: str, seed: int, ma
     train_stream, val_stream = frame(*train_part, cut_tail=cut), frame(*val_part, cut_head=cut)
     train_pairs = val_pairs = None
     if data.next_sentence:
-        pair = functools.partial(SentencePairs, seq_len=seq_len, cls_id=tokenizer.bos_id,
-                                 sep_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)
+        pair = functools.partial(
+            SentencePairs, seq_len=seq_len, cls_id=tokenizer.bos_id, sep_id=tokenizer.eos_id, pad_id=tokenizer.pad_id
+        )
         train_pairs = pair(*train_part)
         if held_out or val_fraction > 0:
             val_pairs = pair(*val_part, what="the validation split")
-    masker = None if objective == "causal" else functools.partial(
-        mask_tokens, mask_prob=data.mask_prob, mask_id=tokenizer.mask_id, vocab_size=tokenizer.vocab_size,
-        special_ids=tokenizer.special_ids)
+    masker = (
+        None
+        if objective == "causal"
+        else functools.partial(
+            mask_tokens,
+            mask_prob=data.mask_prob,
+            mask_id=tokenizer.mask_id,
+            vocab_size=tokenizer.vocab_size,
+            special_ids=tokenizer.special_ids,
+        )
+    )
 
-    parts = {"corpus": corpus.sha256[:16], "tokenizer": tokenizer.fingerprint[:16], "objective": objective,
-             "seq_len": seq_len, "batch_size": batch_size, "seed": seed, "val_fraction": val_fraction}
+    parts = {
+        "corpus": corpus.sha256[:16],
+        "tokenizer": tokenizer.fingerprint[:16],
+        "objective": objective,
+        "seq_len": seq_len,
+        "batch_size": batch_size,
+        "seed": seed,
+        "val_fraction": val_fraction,
+    }
     if masker:
         parts["mask_prob"] = data.mask_prob
     if train_pairs:
         parts["next_sentence"] = True
     fingerprint = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
-    train = TrainBatches(train_stream, seq_len=seq_len, batch_size=batch_size, objective=objective,
-                         seed=seed, pad_id=tokenizer.pad_id, masker=masker, fingerprint=fingerprint,
-                         fingerprint_parts=parts, pairs=train_pairs)
+    train = TrainBatches(
+        train_stream,
+        seq_len=seq_len,
+        batch_size=batch_size,
+        objective=objective,
+        seed=seed,
+        pad_id=tokenizer.pad_id,
+        masker=masker,
+        fingerprint=fingerprint,
+        fingerprint_parts=parts,
+        pairs=train_pairs,
+    )
     if train.num_rows < batch_size:
         raise DataError(
             f"config.data.batch_size={batch_size}, config.data.seq_len={seq_len}: the training split has "
             f"{train.num_tokens:,} tokens, {train.num_rows} row(s), fewer than one batch of {batch_size} rows; "
-            "lower data.batch_size or data.seq_len (or data.val_fraction), or use more text")
+            "lower data.batch_size or data.seq_len (or data.val_fraction), or use more text"
+        )
     val_batches = []
     if held_out or val_fraction > 0:
-        val_batches = _val_batches(val_stream, batch_size=batch_size, seq_len=seq_len, max_batches=max_val_batches,
-                                   seed=seed, objective=objective, pad_id=tokenizer.pad_id, masker=masker,
-                                   pairs=val_pairs)
+        val_batches = _val_batches(
+            val_stream,
+            batch_size=batch_size,
+            seq_len=seq_len,
+            max_batches=max_val_batches,
+            seed=seed,
+            objective=objective,
+            pad_id=tokenizer.pad_id,
+            masker=masker,
+            pairs=val_pairs,
+        )
         if not val_batches:
-            field = (f"{held_out.field}: holds" if held_out else f"config.data.val_fraction={val_fraction}: holds out")
+            field = f"{held_out.field}: holds" if held_out else f"config.data.val_fraction={val_fraction}: holds out"
             raise DataError(
                 f"{field} {len(val_stream)} token(s), too few for one row of data.seq_len={seq_len}; "
-                + ("use a larger validation split" if held_out else
-                   "raise data.val_fraction, lower data.seq_len, or set data.val_fraction=0 for no validation"))
+                + (
+                    "use a larger validation split"
+                    if held_out
+                    else "raise data.val_fraction, lower data.seq_len, or set data.val_fraction=0 for no validation"
+                )
+            )
 
-    packing = (train_pairs.report() if train_pairs else packing_report(train_stream, seq_len, objective))
+    packing = train_pairs.report() if train_pairs else packing_report(train_stream, seq_len, objective)
     val_rows = val_pairs.num_rows if val_pairs else num_rows(len(val_stream), seq_len, objective)
     rows_text = _rows_text(packing, seq_len, objective, pairs=train_pairs is not None)
     replaced = corpus.replaced + (val_corpus.replaced if held_out else 0)
-    summary = (f"{len(corpus.lengths):,} document(s), {len(corpus.tokens):,} tokens from {source.describe()} "
-               f"({tokenizer.describe()}); train {train.num_tokens:,} tokens in {train.num_rows:,} rows, validation "
-               f"{len(val_stream):,} tokens in {val_rows:,} rows ({len(val_batches)} batches used); {rows_text}; "
-               f"data fingerprint {fingerprint}"
-               + (f"; {replaced:,} undecodable byte sequence(s) replaced with U+FFFD" if replaced else ""))
-    return Data(tokenizer=tokenizer, train=train, val_batches=val_batches, summary=summary, fingerprint=fingerprint,
-                packing=packing)
+    summary = (
+        f"{len(corpus.lengths):,} document(s), {len(corpus.tokens):,} tokens from {source.describe()} "
+        f"({tokenizer.describe()}); train {train.num_tokens:,} tokens in {train.num_rows:,} rows, validation "
+        f"{len(val_stream):,} tokens in {val_rows:,} rows ({len(val_batches)} batches used); {rows_text}; "
+        f"data fingerprint {fingerprint}"
+        + (f"; {replaced:,} undecodable byte sequence(s) replaced with U+FFFD" if replaced else "")
+    )
+    return Data(
+        tokenizer=tokenizer,
+        train=train,
+        val_batches=val_batches,
+        summary=summary,
+        fingerprint=fingerprint,
+        packing=packing,
+    )

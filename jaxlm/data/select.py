@@ -13,7 +13,7 @@ def train_source(data: ml_collections.ConfigDict) -> Source:
     if data.source in ("text", "jsonl") and not data.path:
         raise DataError(f"config.data.path='': data.source=\"{data.source}\" needs a file or glob to read")
     if data.source == "tfds" and not data.tfds_name:
-        raise DataError("config.data.tfds_name='': data.source=\"tfds\" needs a TFDS dataset name, e.g. \"lm1b\"")
+        raise DataError('config.data.tfds_name=\'\': data.source="tfds" needs a TFDS dataset name, e.g. "lm1b"')
     if data.source in ("jsonl", "tfds") and not data.text_field:
         raise DataError(f"config.data.text_field='': data.source=\"{data.source}\" needs the field holding the text")
     if data.source == "builtin":
@@ -34,8 +34,13 @@ def val_source(data: ml_collections.ConfigDict) -> Source | None:
     if data.source == "tfds" and data.tfds_val_split:
         from jaxlm.data.tfds_source import TfdsSource
 
-        return TfdsSource(data.tfds_name, data.tfds_val_split, data.text_field, data.tfds_data_dir,
-                          split_field="config.data.tfds_val_split")
+        return TfdsSource(
+            data.tfds_name,
+            data.tfds_val_split,
+            data.text_field,
+            data.tfds_data_dir,
+            split_field="config.data.tfds_val_split",
+        )
     if data.source in ("text", "jsonl") and data.val_path:
         if data.source == "text":
             return TextSource(data.val_path, data.document, field="config.data.val_path")

@@ -47,19 +47,32 @@ def _chunks(lengths_D: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray,
 class SentencePairs:
     """Pair rows over documents' tokens [T] and lengths [D]; `rows` draws them as batch fields."""
 
-    def __init__(self, content_T: np.ndarray, lengths_D: np.ndarray, *, seq_len: int, cls_id: int, sep_id: int,
-                 pad_id: int, what: str = "the training split"):
+    def __init__(
+        self,
+        content_T: np.ndarray,
+        lengths_D: np.ndarray,
+        *,
+        seq_len: int,
+        cls_id: int,
+        sep_id: int,
+        pad_id: int,
+        what: str = "the training split",
+    ):
         budget = pair_budget(seq_len)
         if budget < 2:
-            raise DataError(f"config.data.seq_len={seq_len}: sentence pairs need at least 5 tokens a row "
-                            "([CLS] A [SEP] B [SEP]); raise data.seq_len or set data.next_sentence=False")
+            raise DataError(
+                f"config.data.seq_len={seq_len}: sentence pairs need at least 5 tokens a row "
+                "([CLS] A [SEP] B [SEP]); raise data.seq_len or set data.next_sentence=False"
+            )
         lengths_D = np.asarray(lengths_D, np.int64)
         pairable = int(np.count_nonzero(lengths_D >= 2))
         if pairable < 2 and len(content_T):
-            raise DataError(f"data.next_sentence=True: {what} has {pairable} document(s) of two or more tokens; "
-                            "NotNext pairs take segment B from another document, so at least 2 are needed. "
-                            "Split the text into documents (data.document=\"paragraph\", or \"line\", though "
-                            "short documents leave most of each pair row padding) or set data.next_sentence=False")
+            raise DataError(
+                f"data.next_sentence=True: {what} has {pairable} document(s) of two or more tokens; "
+                "NotNext pairs take segment B from another document, so at least 2 are needed. "
+                'Split the text into documents (data.document="paragraph", or "line", though '
+                "short documents leave most of each pair row padding) or set data.next_sentence=False"
+            )
         self._content = content_T
         doc_starts_D = np.cumsum(lengths_D) - lengths_D
         self._doc_C, offset_C, self._length_C = _chunks(lengths_D, budget)
@@ -88,15 +101,21 @@ class SentencePairs:
         """
         slots = self.num_rows * self.seq_len
         tokens = self.num_tokens + _SPECIALS_PER_ROW * self.num_rows
-        return {"rows": self.num_rows, "slots": slots, "tokens": tokens,
-                "efficiency": tokens / slots if slots else 0.0, "documents": self.documents,
-                "long_documents": self.long_documents, "left_out_documents": self.left_out}
+        return {
+            "rows": self.num_rows,
+            "slots": slots,
+            "tokens": tokens,
+            "efficiency": tokens / slots if slots else 0.0,
+            "documents": self.documents,
+            "long_documents": self.long_documents,
+            "left_out_documents": self.left_out,
+        }
 
     def _other_chunk(self, rng: np.random.Generator, row: int) -> int:
         """A chunk of another document, as long as chunk `row` or longer and as last in its document."""
         doc, n = int(self._doc_C[row]), int(self._length_C[row])
         chunks_K, lengths_K = self._by_length[bool(self._last_C[row])]
-        candidates_K = chunks_K[np.searchsorted(lengths_K, n):]
+        candidates_K = chunks_K[np.searchsorted(lengths_K, n) :]
         for _ in range(_DRAWS if len(candidates_K) else 0):
             chunk = int(candidates_K[rng.integers(len(candidates_K))])
             if self._doc_C[chunk] != doc:
@@ -114,13 +133,13 @@ class SentencePairs:
         rng = np.random.default_rng([PAIR_STREAM, seed % 2**64, epoch % 2**64, row])
         start, n = int(self._start_C[row]), int(self._length_C[row])
         a = int(rng.integers(1, n))
-        chunk_N = self._content[start:start + n]
+        chunk_N = self._content[start : start + n]
         if rng.random() < 0.5:
             return chunk_N[:a], chunk_N[a:], IS_NEXT
         other = self._other_chunk(rng, row)
         other_end = int(self._start_C[other] + self._length_C[other])
         b = min(n - a, int(self._length_C[other]))  # less only in the fallback to a shorter chunk
-        return chunk_N[:a], self._content[other_end - b:other_end], NOT_NEXT
+        return chunk_N[:a], self._content[other_end - b : other_end], NOT_NEXT
 
     def rows(self, rows_R: np.ndarray, *, seed: int, epoch: int) -> dict[str, np.ndarray]:
         """Batch fields of rows `rows_R`: inputs, targets, weights, positions, segment_ids, token_types [R, L]
@@ -134,8 +153,8 @@ class SentencePairs:
         for r, row in enumerate(rows_R.tolist()):
             a_A, b_B, labels_R[r] = self.pair(row, seed=seed, epoch=epoch)
             a, b = len(a_A), len(b_B)
-            tokens_RxL[r, :a + b + 3] = np.concatenate([[self._cls], a_A, [self._sep], b_B, [self._sep]])
-            types_RxL[r, a + 2:a + b + 3] = 1
+            tokens_RxL[r, : a + b + 3] = np.concatenate([[self._cls], a_A, [self._sep], b_B, [self._sep]])
+            types_RxL[r, a + 2 : a + b + 3] = 1
             lengths_R[r] = a + b + 3
         real_RxL = np.arange(self.seq_len) < lengths_R[:, None]
         return {

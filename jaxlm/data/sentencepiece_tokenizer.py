@@ -50,7 +50,7 @@ def _sentences(document: str) -> Iterator[str]:
     """The document's non-empty lines, cut into pieces sentencepiece does not skip as too long."""
     for line in document.split("\n"):
         for start in range(0, len(line), _MAX_SENTENCE_CHARS):
-            yield line[start:start + _MAX_SENTENCE_CHARS]
+            yield line[start : start + _MAX_SENTENCE_CHARS]
 
 
 def _sample_sentences(documents: Iterable[str], max_sentences: int, seed: int) -> list[str]:
@@ -83,7 +83,6 @@ def _sample_sentences(documents: Iterable[str], max_sentences: int, seed: int) -
     return [sentence for _, sentence in sorted(sample)]
 
 
-
 class SentencePieceTokenizer(FixedSpecials):
     """A sentencepiece model whose ids 0..4 are <pad>, <unk>, <s>, </s> and a user-defined <mask>.
 
@@ -107,8 +106,14 @@ class SentencePieceTokenizer(FixedSpecials):
         self._chunk_cache = ChunkCache() if self._chunks_split(pieces) else None
 
     @classmethod
-    def train(cls, documents: Iterable[str], vocab_size: int, model_type: str = "bpe", seed: int = 0,
-              max_sentences: int = MAX_SENTENCES) -> SentencePieceTokenizer:
+    def train(
+        cls,
+        documents: Iterable[str],
+        vocab_size: int,
+        model_type: str = "bpe",
+        seed: int = 0,
+        max_sentences: int = MAX_SENTENCES,
+    ) -> SentencePieceTokenizer:
         """A model of `vocab_size` pieces (specials included; for "char" at most that many) trained on a
         sample of at most `max_sentences` of the documents' lines."""
         if model_type not in MODEL_TYPES:
@@ -116,19 +121,31 @@ class SentencePieceTokenizer(FixedSpecials):
         model = io.BytesIO()
         try:
             spm.SentencePieceTrainer.train(
-                sentence_iterator=iter(_sample_sentences(documents, max_sentences, seed)), model_writer=model,
-                vocab_size=vocab_size, model_type=model_type,
+                sentence_iterator=iter(_sample_sentences(documents, max_sentences, seed)),
+                model_writer=model,
+                vocab_size=vocab_size,
+                model_type=model_type,
                 # A char model has as many pieces as the sample has characters; vocab_size only caps it.
                 hard_vocab_limit=model_type != "char",
-                pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
+                pad_id=PAD_ID,
+                unk_id=UNK_ID,
+                bos_id=BOS_ID,
+                eos_id=EOS_ID,
                 # User-defined symbols take the next ids in order: <mask> lands at 4, "\n" at 5.
                 user_defined_symbols=[SPECIAL_PIECES[MASK_ID], "\n"],
-                byte_fallback=True, normalization_rule_name="identity", remove_extra_whitespaces=False,
-                add_dummy_prefix=False, allow_whitespace_only_pieces=True, minloglevel=2)
+                byte_fallback=True,
+                normalization_rule_name="identity",
+                remove_extra_whitespaces=False,
+                add_dummy_prefix=False,
+                allow_whitespace_only_pieces=True,
+                minloglevel=2,
+            )
         except RuntimeError as e:
-            raise DataError(f"config.data.tokenizer.vocab_size={vocab_size}: sentencepiece cannot train a "
-                            f"{model_type} model of this size on this corpus ({e}); pick a size it accepts "
-                            "or use more text") from e
+            raise DataError(
+                f"config.data.tokenizer.vocab_size={vocab_size}: sentencepiece cannot train a "
+                f"{model_type} model of this size on this corpus ({e}); pick a size it accepts "
+                "or use more text"
+            ) from e
         return cls(model.getvalue(), f"{model_type}, trained on this corpus")
 
     @classmethod
@@ -144,15 +161,23 @@ class SentencePieceTokenizer(FixedSpecials):
         try:
             processor = spm.SentencePieceProcessor(model_proto=proto)
         except RuntimeError as e:
-            raise DataError(f"{field}: cannot load a sentencepiece model ({e}); give a .model file, or leave "
-                            "it empty to train one") from e
-        found = (processor.pad_id(), processor.unk_id(), processor.bos_id(), processor.eos_id(),
-                 processor.piece_to_id(SPECIAL_PIECES[MASK_ID]))
+            raise DataError(
+                f"{field}: cannot load a sentencepiece model ({e}); give a .model file, or leave it empty to train one"
+            ) from e
+        found = (
+            processor.pad_id(),
+            processor.unk_id(),
+            processor.bos_id(),
+            processor.eos_id(),
+            processor.piece_to_id(SPECIAL_PIECES[MASK_ID]),
+        )
         if found != (PAD_ID, UNK_ID, BOS_ID, EOS_ID, MASK_ID):
-            raise DataError(f"{field}: the model must have pad=0, unk=1, bos=2, eos=3 and a user-defined '<mask>' "
-                            f"piece at 4, but has pad, unk, bos, eos, <mask> at {found} (-1 = none, 1 = "
-                            "unknown); train it with --pad_id=0 --unk_id=1 --bos_id=2 --eos_id=3 "
-                            "--user_defined_symbols=<mask>, or leave the path empty to train one here")
+            raise DataError(
+                f"{field}: the model must have pad=0, unk=1, bos=2, eos=3 and a user-defined '<mask>' "
+                f"piece at 4, but has pad, unk, bos, eos, <mask> at {found} (-1 = none, 1 = "
+                "unknown); train it with --pad_id=0 --unk_id=1 --bos_id=2 --eos_id=3 "
+                "--user_defined_symbols=<mask>, or leave the path empty to train one here"
+            )
         return cls(proto, origin)
 
     def encode(self, text: str) -> list[int]:
@@ -169,9 +194,14 @@ class SentencePieceTokenizer(FixedSpecials):
         """
         newline = self._processor.piece_to_id("\n")
         normalizer, trainer = model.normalizer_spec, model.trainer_spec
-        if (trainer.model_type not in (trainer.BPE, trainer.CHAR) or normalizer.name != "identity"
-                or normalizer.add_dummy_prefix or normalizer.remove_extra_whitespaces or newline == UNK_ID
-                or pieces.count("\n") != self.vocab_size):  # the joins and "\n" itself: no piece else has one
+        if (
+            trainer.model_type not in (trainer.BPE, trainer.CHAR)
+            or normalizer.name != "identity"
+            or normalizer.add_dummy_prefix
+            or normalizer.remove_extra_whitespaces
+            or newline == UNK_ID
+            or pieces.count("\n") != self.vocab_size
+        ):  # the joins and "\n" itself: no piece else has one
             return None
         return newline
 
@@ -249,7 +279,6 @@ class SentencePieceTokenizer(FixedSpecials):
         return f"sentencepiece ({self._origin}), {self.vocab_size} pieces"
 
 
-
 def _chunk_starts(data_B: np.ndarray, text_starts: np.ndarray) -> np.ndarray:
     """Byte offsets [C] int64 where the chunks of UTF-8 text `data_B` (uint8) begin, a chunk beginning
     at each of `text_starts` too.
@@ -259,8 +288,11 @@ def _chunk_starts(data_B: np.ndarray, text_starts: np.ndarray) -> np.ndarray:
     """
     newline = data_B == _NEWLINE_BYTE
     space = data_B == _SPACE_BYTE
-    lead = np.flatnonzero((data_B[:-2] == _SPM_SPACE_BYTES[0]) & (data_B[1:-1] == _SPM_SPACE_BYTES[1])
-                          & (data_B[2:] == _SPM_SPACE_BYTES[2]))
+    lead = np.flatnonzero(
+        (data_B[:-2] == _SPM_SPACE_BYTES[0])
+        & (data_B[1:-1] == _SPM_SPACE_BYTES[1])
+        & (data_B[2:] == _SPM_SPACE_BYTES[2])
+    )
     for offset in range(3):
         space[lead + offset] = True
     begins = newline.copy()

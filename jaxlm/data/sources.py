@@ -81,8 +81,9 @@ def _matching_files(pattern: str, field: str) -> list[str]:
         raise DataError(f"{field}={pattern!r}: {why}")
     files = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p))
     if not files:
-        raise DataError(f"{field}={pattern!r}: the glob matches no file; check the pattern (use '**' to search "
-                        "subfolders)")
+        raise DataError(
+            f"{field}={pattern!r}: the glob matches no file; check the pattern (use '**' to search subfolders)"
+        )
     return files
 
 
@@ -95,8 +96,11 @@ class _FileSource(Source):
         self.files = _matching_files(pattern, field)
         self._warned: set[str] = set()  # files whose undecodable bytes were reported
         stats = [os.stat(path) for path in self.files]
-        self.identity = {"kind": kind, **settings, "files": [
-            [os.path.abspath(path), stat.st_size, stat.st_mtime_ns] for path, stat in zip(self.files, stats)]}
+        self.identity = {
+            "kind": kind,
+            **settings,
+            "files": [[os.path.abspath(path), stat.st_size, stat.st_mtime_ns] for path, stat in zip(self.files, stats)],
+        }
 
     def describe(self) -> str:
         """How many files the pattern matched."""
@@ -122,8 +126,11 @@ class _FileSource(Source):
             yield from self._file_documents(path)
             if self.replaced > before and path not in self._warned:  # once, not on every pass over the file
                 self._warned.add(path)
-                log.warning("%s: %d undecodable byte sequence(s) replaced with U+FFFD (file is not valid UTF-8)",
-                            path, self.replaced - before)
+                log.warning(
+                    "%s: %d undecodable byte sequence(s) replaced with U+FFFD (file is not valid UTF-8)",
+                    path,
+                    self.replaced - before,
+                )
 
     @abc.abstractmethod
     def _file_documents(self, path: str) -> Iterator[str]:
@@ -176,12 +183,15 @@ class JsonlSource(_FileSource):
             try:
                 record = json.loads(line)
             except ValueError as e:
-                raise DataError(f"{path}:{number}: not valid JSON ({e}); each line of a JSONL file must be "
-                                "one JSON object") from e
+                raise DataError(
+                    f"{path}:{number}: not valid JSON ({e}); each line of a JSONL file must be one JSON object"
+                ) from e
             text = record.get(self.text_field) if isinstance(record, dict) else None
             if not isinstance(text, str):
                 keys = ", ".join(map(repr, record)) if isinstance(record, dict) else type(record).__name__
-                raise DataError(f"{path}:{number}: no string field config.data.text_field={self.text_field!r} "
-                                f"(found {keys}); set data.text_field to the field that holds the text")
+                raise DataError(
+                    f"{path}:{number}: no string field config.data.text_field={self.text_field!r} "
+                    f"(found {keys}); set data.text_field to the field that holds the text"
+                )
             if text:
                 yield text

@@ -57,8 +57,9 @@ def _groups(texts: Iterator[str], chars: int) -> Iterator[list[str]]:
         yield group
 
 
-def _chunks(source: Source, tokenizer: Tokenizer, max_documents: int,
-            max_tokens: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _chunks(
+    source: Source, tokenizer: Tokenizer, max_documents: int, max_tokens: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(tokens, lengths) of successive groups of documents, stopping at the read bounds (0 = none)."""
     total = 0
     for group in _groups(itertools.islice(source.documents(), max_documents or None), _CHUNK_CHARS):
@@ -68,7 +69,7 @@ def _chunks(source: Source, tokenizer: Tokenizer, max_documents: int,
         if done:  # Keep the documents up to the one that reaches max_tokens.
             keep = int(np.searchsorted(total + np.cumsum(lengths), max_tokens)) + 1
             lengths = lengths[:keep]
-            tokens = tokens[:int(lengths.sum())]
+            tokens = tokens[: int(lengths.sum())]
         total += int(lengths.sum())
         yield tokens, lengths
         if done:
@@ -76,8 +77,13 @@ def _chunks(source: Source, tokenizer: Tokenizer, max_documents: int,
 
 
 def _cache_key(source: Source, tokenizer: Tokenizer, max_documents: int, max_tokens: int) -> str:
-    settings = {"version": _VERSION, "source": source.identity, "tokenizer": tokenizer.fingerprint,
-                "max_documents": max_documents, "max_tokens": max_tokens}
+    settings = {
+        "version": _VERSION,
+        "source": source.identity,
+        "tokenizer": tokenizer.fingerprint,
+        "max_documents": max_documents,
+        "max_tokens": max_tokens,
+    }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -94,8 +100,9 @@ def _load(directory: str) -> TokenizedCorpus | None:
     return TokenizedCorpus(tokens, lengths, meta["sha256"], meta["replaced"])
 
 
-def _consume(chunks: Iterator[tuple[np.ndarray, np.ndarray]], out: BinaryIO | None,
-             field: str) -> tuple[list[np.ndarray], np.ndarray, str]:
+def _consume(
+    chunks: Iterator[tuple[np.ndarray, np.ndarray]], out: BinaryIO | None, field: str
+) -> tuple[list[np.ndarray], np.ndarray, str]:
     """Streams chunks into `out` (or keeps their tokens when None): (token parts, lengths [D], sha256)."""
     digest = hashlib.sha256()
     token_parts: list[np.ndarray] = []
@@ -115,8 +122,9 @@ def _consume(chunks: Iterator[tuple[np.ndarray, np.ndarray]], out: BinaryIO | No
     return token_parts, lengths, digest.hexdigest()
 
 
-def tokenize(source: Source, tokenizer: Tokenizer, *, max_documents: int = 0, max_tokens: int = 0,
-             cache_dir: str | None = None) -> TokenizedCorpus:
+def tokenize(
+    source: Source, tokenizer: Tokenizer, *, max_documents: int = 0, max_tokens: int = 0, cache_dir: str | None = None
+) -> TokenizedCorpus:
     """The source's documents tokenized (the first `max_documents`, or until `max_tokens`; 0 = all).
 
     With `cache_dir`, reuses `<cache_dir>/<key>/` when the source identity, tokenizer fingerprint and
@@ -138,8 +146,15 @@ def tokenize(source: Source, tokenizer: Tokenizer, *, max_documents: int = 0, ma
         with open(os.path.join(staging, _TOKENS), "wb") as out:
             _, lengths, sha256 = _consume(chunks, out, source.field)
         lengths.astype("<i8").tofile(os.path.join(staging, _LENGTHS))
-        meta = {"version": _VERSION, "tokens": int(lengths.sum()), "documents": len(lengths), "sha256": sha256,
-                "replaced": source.replaced, "source": source.identity, "tokenizer": tokenizer.fingerprint}
+        meta = {
+            "version": _VERSION,
+            "tokens": int(lengths.sum()),
+            "documents": len(lengths),
+            "sha256": sha256,
+            "replaced": source.replaced,
+            "source": source.identity,
+            "tokenizer": tokenizer.fingerprint,
+        }
         with open(os.path.join(staging, _META), "w", encoding="utf-8") as f:
             json.dump(meta, f, indent=1)
         if os.path.exists(directory) and _load(directory) is None:
@@ -150,8 +165,14 @@ def tokenize(source: Source, tokenizer: Tokenizer, *, max_documents: int = 0, ma
             pass
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    log.info("Tokenized %s into %s: %d documents, %d tokens in %.1f s", source.describe(), directory,
-             len(lengths), lengths.sum(), time.perf_counter() - start)
+    log.info(
+        "Tokenized %s into %s: %d documents, %d tokens in %.1f s",
+        source.describe(),
+        directory,
+        len(lengths),
+        lengths.sum(),
+        time.perf_counter() - start,
+    )
     corpus = _load(directory)
     if corpus is None:
         raise DataError(f"cannot read back the tokenized corpus written to {directory}; check the disk")

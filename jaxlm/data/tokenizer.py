@@ -60,7 +60,6 @@ class Tokenizer(Protocol):
         """One line for logs: the kind and the vocabulary size."""
 
 
-
 class FixedSpecials:
     """The special ids every tokenizer here shares."""
 
@@ -82,14 +81,14 @@ class FixedSpecials:
         return np.fromiter(itertools.chain.from_iterable(encoded), np.int32, int(lengths.sum())), lengths
 
 
-
 def read_tokenizer_file(path: str, what: str) -> bytes:
     """The bytes of the tokenizer file at `path` (`~` expanded); DataError names the field and `what` to give."""
     try:
         return pathlib.Path(os.path.expanduser(path)).read_bytes()
     except OSError as e:
-        raise bad_tokenizer_path(path, f"cannot read it ({e}); give {what}, or leave it empty to make one "
-                                       "from the corpus") from e
+        raise bad_tokenizer_path(
+            path, f"cannot read it ({e}); give {what}, or leave it empty to make one from the corpus"
+        ) from e
 
 
 def bad_tokenizer_path(path: str, why: str) -> DataError:

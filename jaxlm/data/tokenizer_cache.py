@@ -61,8 +61,9 @@ def tokenizer_from_bytes(file_name: str, content: bytes, origin: str) -> Tokeniz
     return SentencePieceTokenizer.from_bytes(content, origin, origin=origin)
 
 
-def build_tokenizer(spec: ml_collections.ConfigDict, source: Source, *, max_documents: int = 0,
-                    cache_dir: str | None = None) -> Tokenizer:
+def build_tokenizer(
+    spec: ml_collections.ConfigDict, source: Source, *, max_documents: int = 0, cache_dir: str | None = None
+) -> Tokenizer:
     """The tokenizer `spec` (a run's `data.tokenizer`) names: loaded from its path, else trained on `source`.
 
     A trained tokenizer is cached in the folder `cache_dir` (a run's <workdir>/tokenizer/) beside
@@ -77,8 +78,7 @@ def build_tokenizer(spec: ml_collections.ConfigDict, source: Source, *, max_docu
     if spec.path:
         return kind.load(spec.path)
 
-    settings = {"version": _CACHE_VERSION, "kind": spec.kind, "source": source.identity,
-                "max_documents": max_documents}
+    settings = {"version": _CACHE_VERSION, "kind": spec.kind, "source": source.identity, "max_documents": max_documents}
     if spec.kind == "sentencepiece":
         settings.update(model_type=spec.model_type, vocab_size=spec.vocab_size, max_sentences=spec.max_sentences)
     cache = cache_dir
@@ -93,14 +93,17 @@ def build_tokenizer(spec: ml_collections.ConfigDict, source: Source, *, max_docu
     documents = itertools.islice(source.documents(), max_documents or None)
     first = next(documents, None)
     if first is None:  # say so here, not as sentencepiece's complaint about an empty sample
-        raise DataError(f"{source.field}: holds no text (not one non-empty document) to train a tokenizer on; "
-                        "point it at data that holds text")
+        raise DataError(
+            f"{source.field}: holds no text (not one non-empty document) to train a tokenizer on; "
+            "point it at data that holds text"
+        )
     documents = itertools.chain([first], documents)
     if spec.kind == "char":
         tokenizer = CharTokenizer.train(documents)
     else:
-        tokenizer = SentencePieceTokenizer.train(documents, spec.vocab_size, spec.model_type,
-                                                 max_sentences=spec.max_sentences)
+        tokenizer = SentencePieceTokenizer.train(
+            documents, spec.vocab_size, spec.model_type, max_sentences=spec.max_sentences
+        )
     if cache:
         _write_cache(cache, tokenizer, settings)
         log.info("Trained the tokenizer (%s) and cached it in %s", tokenizer.describe(), cache)

@@ -20,14 +20,25 @@ DEFAULT_MAX_SHARD_MB = 5 * 1024  # Hugging Face's own default shard size
 
 def _flags() -> flags.FlagValues:
     fv = cli.command_flags()
-    flags.DEFINE_string("workdir", None, "A jaxlm run to export (its --workdir, or its checkpoints directory).",
-                        flag_values=fv)
+    flags.DEFINE_string(
+        "workdir", None, "A jaxlm run to export (its --workdir, or its checkpoints directory).", flag_values=fv
+    )
     flags.DEFINE_integer("step", None, "Checkpoint step to export (default: the newest).", flag_values=fv)
     flags.DEFINE_string("from_hf", None, "A Hugging Face model folder to import instead.", flag_values=fv)
-    flags.DEFINE_string("out", None, "The Hugging Face folder (export) or the run's workdir (import) to write.",
-                        flag_values=fv, required=True)
-    flags.DEFINE_float("max_shard_mb", DEFAULT_MAX_SHARD_MB, "Split the weights into files of at most this many "
-                       "MiB, with an index file.", flag_values=fv, lower_bound=1e-3)
+    flags.DEFINE_string(
+        "out",
+        None,
+        "The Hugging Face folder (export) or the run's workdir (import) to write.",
+        flag_values=fv,
+        required=True,
+    )
+    flags.DEFINE_float(
+        "max_shard_mb",
+        DEFAULT_MAX_SHARD_MB,
+        "Split the weights into files of at most this many MiB, with an index file.",
+        flag_values=fv,
+        lower_bound=1e-3,
+    )
     return fv
 
 
@@ -58,8 +69,10 @@ def main(argv: list[str]) -> int:
     except ModuleNotFoundError as error:  # safetensors, tokenizers: the optional [hf] extra
         cli.fail(cli.missing_extra(error, "hf", "python -m jaxlm.export"))
     except OSError as error:  # an unwritable --out, a full disk: name the file, keep the traceback out
-        cli.fail(f"{error.filename or fv.out}: {error.strerror or error}; check the path and free space and run "
-                 "the same command again")
+        cli.fail(
+            f"{error.filename or fv.out}: {error.strerror or error}; check the path and free space and run "
+            "the same command again"
+        )
     return 0
 
 

@@ -40,8 +40,10 @@ def _check_shapes(cfg: ModelConfig, params: dict) -> None:
         if path not in flat_given:
             raise ExportError(f"parameter {name} is missing from the params the config describes")
         if tuple(np.shape(flat_given[path])) != tuple(leaf.shape):
-            raise ExportError(f"parameter {name}: shape {tuple(np.shape(flat_given[path]))}, but the config "
-                              f"implies {tuple(leaf.shape)}")
+            raise ExportError(
+                f"parameter {name}: shape {tuple(np.shape(flat_given[path]))}, but the config "
+                f"implies {tuple(leaf.shape)}"
+            )
 
 
 def _with_zero_biases(cfg: ModelConfig, params: dict) -> dict:
@@ -49,11 +51,18 @@ def _with_zero_biases(cfg: ModelConfig, params: dict) -> dict:
     full = _shapes(dataclasses.replace(cfg, use_bias=True))
     given = {jax.tree_util.keystr(path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(params)}
     return jax.tree_util.tree_map_with_path(
-        lambda path, leaf: given.get(jax.tree_util.keystr(path), np.zeros(leaf.shape, np.float32)), full)
+        lambda path, leaf: given.get(jax.tree_util.keystr(path), np.zeros(leaf.shape, np.float32)), full
+    )
 
 
-def to_hf(cfg: ModelConfig, params: dict, out_dir: str, *, tokenizer: Tokenizer | None = None,
-          max_shard_bytes: int = safetensors_io.DEFAULT_MAX_SHARD_BYTES) -> list[str]:
+def to_hf(
+    cfg: ModelConfig,
+    params: dict,
+    out_dir: str,
+    *,
+    tokenizer: Tokenizer | None = None,
+    max_shard_bytes: int = safetensors_io.DEFAULT_MAX_SHARD_BYTES,
+) -> list[str]:
     """Writes an HF model folder (config, weights, generation config, tokenizer); returns the file names.
 
     The files are written beside `out_dir` and moved into it only when all are written.
@@ -64,8 +73,9 @@ def to_hf(cfg: ModelConfig, params: dict, out_dir: str, *, tokenizer: Tokenizer 
         return _write_folder(cfg, family, params, folder, tokenizer, max_shard_bytes)
 
 
-def _write_folder(cfg: ModelConfig, family: str, params: dict, out_dir: str, tokenizer: Tokenizer | None,
-                  max_shard_bytes: int) -> list[str]:
+def _write_folder(
+    cfg: ModelConfig, family: str, params: dict, out_dir: str, tokenizer: Tokenizer | None, max_shard_bytes: int
+) -> list[str]:
     _write_json(os.path.join(out_dir, "config.json"), hf_config.to_hf_config(cfg, family))
     written = ["config.json"]
     generation = hf_config.generation_config(family)
@@ -75,8 +85,7 @@ def _write_folder(cfg: ModelConfig, family: str, params: dict, out_dir: str, tok
     params = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
     if not cfg.use_bias and family != "llama":
         params = _with_zero_biases(cfg, params)
-    written += safetensors_io.write(mapping.params_to_hf(family, params, cfg.num_layers), out_dir,
-                                    max_shard_bytes)
+    written += safetensors_io.write(mapping.params_to_hf(family, params, cfg.num_layers), out_dir, max_shard_bytes)
     if tokenizer is not None:
         written += hf_tokenizer.write(tokenizer, out_dir, family, cfg.max_len)
     return written
@@ -95,9 +104,17 @@ def from_hf(hf_dir: str, *, seed: int = 0) -> tuple[ModelConfig, dict]:
     tensors = safetensors_io.read(hf_dir)
     mapping.resolve_tied_output(family, tensors, tied)
     params, taken_fresh = mapping.params_from_hf(
-        family, tensors, _shapes(cfg), cfg.num_layers,
-        fresh=lambda: nnx.to_pure_dict(nnx.state(Transformer(cfg, rngs=nnx.Rngs(seed)))))
+        family,
+        tensors,
+        _shapes(cfg),
+        cfg.num_layers,
+        fresh=lambda: nnx.to_pure_dict(nnx.state(Transformer(cfg, rngs=nnx.Rngs(seed)))),
+    )
     if taken_fresh:
-        log.warning("%s: %d parameters are not in the checkpoint and start freshly initialised: %s",
-                    hf_dir, len(taken_fresh), ", ".join(taken_fresh))
+        log.warning(
+            "%s: %d parameters are not in the checkpoint and start freshly initialised: %s",
+            hf_dir,
+            len(taken_fresh),
+            ", ".join(taken_fresh),
+        )
     return cfg, params

@@ -25,8 +25,11 @@ from jaxlm.runs.meta import CheckpointMeta, TokenizerRecord
 
 # The model fields a run config sets freely for an imported model; the rest of the ModelConfig must be
 # what the family and those fields give.
-_SIZE_FIELDS = tuple(field.split(".")[1] for field in config_lib.PARAMETER_FIELDS
-                     if field not in ("model.family", "model.biases", "data.next_sentence"))
+_SIZE_FIELDS = tuple(
+    field.split(".")[1]
+    for field in config_lib.PARAMETER_FIELDS
+    if field not in ("model.family", "model.biases", "data.next_sentence")
+)
 # ModelConfig fields a run config chooses freely (they change training, not the function computed).
 _TRAINING_ONLY = ("dropout", "dtype", "remat", "init_std", "scaled_residual_init")
 
@@ -40,12 +43,16 @@ def run_config(cfg: ModelConfig, family: str) -> ml_collections.ConfigDict:
     config.data.seq_len = min(config.data.seq_len, cfg.max_len)
     config.data.next_sentence = cfg.next_sentence_head  # BertForPreTraining: keep training both heads
     derived = config_lib.model_config(config, cfg.vocab_size)
-    differing = [f"{field}={getattr(cfg, field)!r} (a run has {getattr(derived, field)!r})"
-                 for field in cfg.__dataclass_fields__
-                 if field not in _TRAINING_ONLY and getattr(cfg, field) != getattr(derived, field)]
+    differing = [
+        f"{field}={getattr(cfg, field)!r} (a run has {getattr(derived, field)!r})"
+        for field in cfg.__dataclass_fields__
+        if field not in _TRAINING_ONLY and getattr(cfg, field) != getattr(derived, field)
+    ]
     if differing:
-        raise ExportError(f"the imported model has {', '.join(differing)}, which a jaxlm run config cannot "
-                          "set; use it from Python with jaxlm.export.convert.from_hf instead")
+        raise ExportError(
+            f"the imported model has {', '.join(differing)}, which a jaxlm run config cannot "
+            "set; use it from Python with jaxlm.export.convert.from_hf instead"
+        )
     return config
 
 
@@ -64,14 +71,22 @@ def import_hf(hf_dir: str, out: str) -> str:
     try:  # a jaxlm export carries its sentencepiece model; continuing needs the same ids
         tokenizer = SentencePieceTokenizer.load(os.path.join(hf_dir, SentencePieceTokenizer.FILENAME))
     except DataError:
-        logging.warning("%s has no jaxlm sentencepiece model; a run continuing from it must bring a tokenizer "
-                        "with the same ids (config.data.tokenizer.path)", hf_dir)
+        logging.warning(
+            "%s has no jaxlm sentencepiece model; a run continuing from it must bring a tokenizer "
+            "with the same ids (config.data.tokenizer.path)",
+            hf_dir,
+        )
     if tokenizer is not None:
         config.data.tokenizer.path = tokenizer.save(os.path.abspath(os.path.join(out, layout.TOKENIZER_DIR)))
     checkpointer = Checkpointer(checkpoints)
-    meta = CheckpointMeta(step=0, config_json=config.to_json_best_effort(), saved_at=now_iso(), params_only=True,
-                          tokenizer=TokenizerRecord.of(tokenizer) if tokenizer else None,
-                          imported_from=os.path.abspath(hf_dir))
+    meta = CheckpointMeta(
+        step=0,
+        config_json=config.to_json_best_effort(),
+        saved_at=now_iso(),
+        params_only=True,
+        tokenizer=TokenizerRecord.of(tokenizer) if tokenizer else None,
+        imported_from=os.path.abspath(hf_dir),
+    )
     try:
         checkpointer.save(0, params, None, meta)
         checkpointer.wait()
@@ -79,13 +94,17 @@ def import_hf(hf_dir: str, out: str) -> str:
         checkpointer.close()
     with open(os.path.join(out, layout.CONFIG_FILE), "w") as f:
         f.write(config.to_json_best_effort(indent=2))
-    return f"imported {hf_dir} ({family}) into {checkpoints}/0; continue pretraining with\n  {continue_command(config, out)}"
+    command = continue_command(config, out)
+    return f"imported {hf_dir} ({family}) into {checkpoints}/0; continue pretraining with\n  {command}"
 
 
 def continue_command(config: ml_collections.ConfigDict, imported: str) -> str:
     """A run_pretrain.py command that starts a new run (its own workdir) from the import at `imported`."""
-    flags = [f"--workdir={imported.rstrip('/')}_pretrain", f"--config.checkpoint.restore_from={imported}",
-             *(f"--config.model.{field}={config.model[field]}" for field in ("family", *_SIZE_FIELDS))]
+    flags = [
+        f"--workdir={imported.rstrip('/')}_pretrain",
+        f"--config.checkpoint.restore_from={imported}",
+        *(f"--config.model.{field}={config.model[field]}" for field in ("family", *_SIZE_FIELDS)),
+    ]
     if config.data.next_sentence:
         flags.append("--config.data.next_sentence=True")
     if config.data.tokenizer.path:

@@ -48,24 +48,36 @@ def _sentencepiece_model(tokenizer: SentencePieceTokenizer):
     proto = sentencepiece_model_pb2.ModelProto()
     proto.ParseFromString(tokenizer.serialized())
     norm, trainer = proto.normalizer_spec, proto.trainer_spec
-    settings = {"normalization_rule_name": (norm.name, "identity"), "add_dummy_prefix": (norm.add_dummy_prefix, False),
-                "remove_extra_whitespaces": (norm.remove_extra_whitespaces, False),
-                "escape_whitespaces": (norm.escape_whitespaces, True), "byte_fallback": (trainer.byte_fallback, True)}
+    settings = {
+        "normalization_rule_name": (norm.name, "identity"),
+        "add_dummy_prefix": (norm.add_dummy_prefix, False),
+        "remove_extra_whitespaces": (norm.remove_extra_whitespaces, False),
+        "escape_whitespaces": (norm.escape_whitespaces, True),
+        "byte_fallback": (trainer.byte_fallback, True),
+    }
     for name, (found, wanted) in settings.items():
         if found != wanted:
-            raise ExportError(f"{origin}: sentencepiece {name}={found!r}; HF export supports the models jaxlm "
-                              f"trains ({name}={wanted!r}); let jaxlm train the tokenizer")
+            raise ExportError(
+                f"{origin}: sentencepiece {name}={found!r}; HF export supports the models jaxlm "
+                f"trains ({name}={wanted!r}); let jaxlm train the tokenizer"
+            )
     pieces = [p.piece for p in proto.pieces]
     types = [p.type for p in proto.pieces]
     if trainer.model_type in (_SPM_BPE, _SPM_CHAR):  # a char model is BPE without merges
         merges = _bpe_merges(pieces, [t == _NORMAL for t in types]) if trainer.model_type == _SPM_BPE else []
-        model = models.BPE({piece: i for i, piece in enumerate(pieces)}, merges, unk_token=pieces[UNK_ID],
-                           byte_fallback=True, fuse_unk=True)
+        model = models.BPE(
+            {piece: i for i, piece in enumerate(pieces)},
+            merges,
+            unk_token=pieces[UNK_ID],
+            byte_fallback=True,
+            fuse_unk=True,
+        )
     elif trainer.model_type == _SPM_UNIGRAM:
         model = models.Unigram([(p.piece, p.score) for p in proto.pieces], unk_id=UNK_ID, byte_fallback=True)
     else:
-        raise ExportError(f"{origin}: sentencepiece model type {trainer.model_type} is not supported "
-                          "(bpe, unigram, char)")
+        raise ExportError(
+            f"{origin}: sentencepiece model type {trainer.model_type} is not supported (bpe, unigram, char)"
+        )
     user_defined = [piece for piece, kind in zip(pieces, types) if kind == _USER_DEFINED]
     return model, user_defined
 
@@ -78,8 +90,7 @@ def build(ours: Tokenizer, family: str):
         model, user_defined = _sentencepiece_model(ours)
         tokenizer = Tokenizer(model)
         tokenizer.normalizer = normalizers.Replace(" ", SPACE)
-        tokenizer.decoder = decoders.Sequence([decoders.Replace(SPACE, " "), decoders.ByteFallback(),
-                                               decoders.Fuse()])
+        tokenizer.decoder = decoders.Sequence([decoders.Replace(SPACE, " "), decoders.ByteFallback(), decoders.Fuse()])
     elif isinstance(ours, CharTokenizer):
         vocab = {piece: i for i, piece in enumerate([*SPECIAL_PIECES, *ours.chars])}
         tokenizer = Tokenizer(models.WordLevel(vocab, unk_token=SPECIAL_PIECES[UNK_ID]))
@@ -90,12 +101,14 @@ def build(ours: Tokenizer, family: str):
         raise ExportError(f"{ours.describe()}: not a jaxlm tokenizer (sentencepiece or char)")
     # sentencepiece matches user-defined pieces ("<mask>", "\n") in raw text; HF added tokens do the same.
     tokenizer.add_special_tokens([AddedToken(p, special=True, normalized=False) for p in SPECIAL_PIECES])
-    tokenizer.add_tokens([AddedToken(p, special=False, normalized=False)
-                          for p in user_defined if p not in SPECIAL_PIECES])
+    tokenizer.add_tokens(
+        [AddedToken(p, special=False, normalized=False) for p in user_defined if p not in SPECIAL_PIECES]
+    )
     if family == "bert":
         bos, eos = SPECIAL_PIECES[2], SPECIAL_PIECES[3]
         tokenizer.post_processor = processors.TemplateProcessing(
-            single=f"{bos} $A {eos}", pair=f"{bos} $A {eos} $B:1 {eos}:1", special_tokens=[(bos, 2), (eos, 3)])
+            single=f"{bos} $A {eos}", pair=f"{bos} $A {eos} $B:1 {eos}:1", special_tokens=[(bos, 2), (eos, 3)]
+        )
     return tokenizer
 
 
@@ -105,10 +118,14 @@ def write(tokenizer: Tokenizer, out_dir: str, family: str, max_len: int) -> list
     build(tokenizer, family).save(os.path.join(out_dir, "tokenizer.json"))
     pad, unk, bos, eos, mask = SPECIAL_PIECES
     special = {"pad_token": pad, "unk_token": unk, "bos_token": bos, "eos_token": eos, "mask_token": mask}
-    config = {"tokenizer_class": "PreTrainedTokenizerFast", **special, "model_max_length": max_len,
-              "clean_up_tokenization_spaces": False,
-              # Causal models generate from the end of a batch, so pad prompts on the left.
-              "padding_side": "right" if family == "bert" else "left"}
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        **special,
+        "model_max_length": max_len,
+        "clean_up_tokenization_spaces": False,
+        # Causal models generate from the end of a batch, so pad prompts on the left.
+        "padding_side": "right" if family == "bert" else "left",
+    }
     for file_name, content in (("tokenizer_config.json", config), ("special_tokens_map.json", special)):
         with open(os.path.join(out_dir, file_name), "w") as f:
             json.dump(content, f, indent=2)

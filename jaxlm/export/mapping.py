@@ -82,10 +82,14 @@ BERT_RULES = (
     _r("bert.embeddings.token_type_embeddings.weight", "type_embed/embedding", layout=ROWS),
     _r("bert.embeddings.LayerNorm.weight", "embed_norm/scale", layout=VECTOR),
     _r("bert.embeddings.LayerNorm.bias", "embed_norm/bias", layout=VECTOR),
-    *(_r(_BERT_LAYER + f"attention.self.{name}.weight", f"blocks/attention/{name}/kernel", layout=LINEAR)
-      for name in ("query", "key", "value")),
-    *(_r(_BERT_LAYER + f"attention.self.{name}.bias", f"blocks/attention/{name}/bias", layout=VECTOR)
-      for name in ("query", "key", "value")),
+    *(
+        _r(_BERT_LAYER + f"attention.self.{name}.weight", f"blocks/attention/{name}/kernel", layout=LINEAR)
+        for name in ("query", "key", "value")
+    ),
+    *(
+        _r(_BERT_LAYER + f"attention.self.{name}.bias", f"blocks/attention/{name}/bias", layout=VECTOR)
+        for name in ("query", "key", "value")
+    ),
     _r(_BERT_LAYER + "attention.output.dense.weight", "blocks/attention/out/kernel", layout=LINEAR2),
     _r(_BERT_LAYER + "attention.output.dense.bias", "blocks/attention/out/bias", layout=VECTOR),
     _r(_BERT_LAYER + "attention.output.LayerNorm.weight", "blocks/attention_norm/scale", layout=VECTOR),
@@ -152,7 +156,7 @@ def _set(tree: dict, path: str, value: np.ndarray) -> None:
 def _flat_shape(shape: tuple[int, ...], layout: Layout) -> tuple[int, ...]:
     if layout.in_axes == 0:
         return (math.prod(shape),)
-    return (math.prod(shape[:layout.in_axes]), math.prod(shape[layout.in_axes:]))
+    return (math.prod(shape[: layout.in_axes]), math.prod(shape[layout.in_axes :]))
 
 
 def _to_hf(arrays: list[np.ndarray], layout: Layout) -> np.ndarray:
@@ -165,8 +169,10 @@ def _from_hf(name: str, array: np.ndarray, shapes: list[tuple[int, ...]], layout
     expected = (*flats[0][:-1], sum(f[-1] for f in flats))
     expected = expected[::-1] if layout.transpose else expected
     if tuple(array.shape) != expected:
-        raise ExportError(f"parameter {name}: shape {tuple(array.shape)} in the file, but the model its "
-                          f"config.json describes needs {expected}; the weights and config.json disagree")
+        raise ExportError(
+            f"parameter {name}: shape {tuple(array.shape)} in the file, but the model its "
+            f"config.json describes needs {expected}; the weights and config.json disagree"
+        )
     flat = array.T if layout.transpose else array
     pieces = np.split(flat, np.cumsum([f[-1] for f in flats])[:-1], axis=-1)
     return [piece.reshape(shape) for piece, shape in zip(pieces, shapes)]
@@ -188,8 +194,9 @@ def params_to_hf(family: str, params: dict, num_layers: int) -> dict[str, np.nda
     return tensors
 
 
-def params_from_hf(family: str, tensors: dict[str, np.ndarray], shapes: dict, num_layers: int,
-                   fresh: Callable[[], dict]) -> tuple[dict, list[str]]:
+def params_from_hf(
+    family: str, tensors: dict[str, np.ndarray], shapes: dict, num_layers: int, fresh: Callable[[], dict]
+) -> tuple[dict, list[str]]:
     """Our parameter tree from HF tensors; `shapes` is a tree like ours of arrays or shape structs.
 
     Names may come with or without the family's base prefix (BertModel's "embeddings..."). A head a
@@ -212,19 +219,26 @@ def params_from_hf(family: str, tensors: dict[str, np.ndarray], shapes: dict, nu
                 pieces = [np.asarray(_get(fresh_params, path)) for path in rule.ours]
                 pieces = pieces if i is None else [p[i] for p in pieces]
             else:
-                raise ExportError(f"parameter {name} is missing from the checkpoint; it is not a {family} "
-                                  "model jaxlm can import")
+                raise ExportError(
+                    f"parameter {name} is missing from the checkpoint; it is not a {family} model jaxlm can import"
+                )
             for stack, piece in zip(per_layer, pieces):
                 stack.append(piece)
         for path, stack in zip(rule.ours, per_layer):
             _set(params, path, np.stack(stack) if "{i}" in rule.hf else stack[0])
     # A BertForMaskedLM file may carry the next-sentence head (Google's BERT checkpoints do); like
     # transformers' BertForMaskedLM, a model without that head leaves it behind.
-    unknown = [name for name in tensors if not name.endswith(IGNORED_SUFFIXES[family])
-               and not name.removeprefix(base).startswith(("pooler.", "cls.seq_relationship."))]
+    unknown = [
+        name
+        for name in tensors
+        if not name.endswith(IGNORED_SUFFIXES[family])
+        and not name.removeprefix(base).startswith(("pooler.", "cls.seq_relationship."))
+    ]
     if unknown:
-        raise ExportError(f"parameter {unknown[0]} (and {len(unknown) - 1} more) has no place in jaxlm's "
-                          f"{family} model; the checkpoint has parts jaxlm cannot represent")
+        raise ExportError(
+            f"parameter {unknown[0]} (and {len(unknown) - 1} more) has no place in jaxlm's "
+            f"{family} model; the checkpoint has parts jaxlm cannot represent"
+        )
     return params, taken_fresh
 
 
@@ -239,5 +253,7 @@ def resolve_tied_output(family: str, tensors: dict[str, np.ndarray], tied: bool)
         if tied and output is None:
             tensors[OUTPUT[family]] = embedding  # ours is untied: it starts as the embedding
     elif output is not None and not np.array_equal(output, embedding):
-        raise ExportError(f"parameter {OUTPUT[family]} differs from the token embedding, but jaxlm's {family} "
-                          "ties them; this checkpoint cannot be imported")
+        raise ExportError(
+            f"parameter {OUTPUT[family]} differs from the token embedding, but jaxlm's {family} "
+            "ties them; this checkpoint cannot be imported"
+        )

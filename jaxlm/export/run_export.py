@@ -7,15 +7,20 @@ from jaxlm.export.errors import ExportError
 from jaxlm.runs.reader import open_run
 
 
-def export_run(path: str, step: int | None, out: str, max_shard_bytes: int = safetensors_io.DEFAULT_MAX_SHARD_BYTES
-               ) -> str:
+def export_run(
+    path: str, step: int | None, out: str, max_shard_bytes: int = safetensors_io.DEFAULT_MAX_SHARD_BYTES
+) -> str:
     """Writes the checkpoint of `step` (None: the newest) of the run at `path` as a Hugging Face folder `out`;
     returns a summary line. Raises CheckpointError or ExportError naming what is wrong."""
     run = open_run(path, step)
     if run.tokenizer is None:
-        raise ExportError(f"{path}: the checkpoint carries no tokenizer and its workdir has none; export needs "
-                          "the tokenizer the model was trained with")
+        raise ExportError(
+            f"{path}: the checkpoint carries no tokenizer and its workdir has none; export needs "
+            "the tokenizer the model was trained with"
+        )
     files = convert.to_hf(run.model_cfg, run.params, out, tokenizer=run.tokenizer, max_shard_bytes=max_shard_bytes)
     family = hf_config.family_of_config(run.model_cfg)
-    return (f"exported {path} step {run.step} as {hf_config.architecture(run.model_cfg, family)} to {out} "
-            f"({len(files)} files)")
+    return (
+        f"exported {path} step {run.step} as {hf_config.architecture(run.model_cfg, family)} to {out} "
+        f"({len(files)} files)"
+    )

@@ -16,9 +16,18 @@ INDEX = "model.safetensors.index.json"
 DEFAULT_MAX_SHARD_BYTES = 5 * 1024**3
 
 # safetensors dtype names we read; half precision comes back as float32 anyway.
-_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
-           "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
-           "BOOL": np.bool_}
+_DTYPES = {
+    "F64": np.float64,
+    "F32": np.float32,
+    "F16": np.float16,
+    "BF16": ml_dtypes.bfloat16,
+    "I64": np.int64,
+    "I32": np.int32,
+    "I16": np.int16,
+    "I8": np.int8,
+    "U8": np.uint8,
+    "BOOL": np.bool_,
+}
 _FLOATS = ("F64", "F32", "F16", "BF16")
 
 
@@ -39,8 +48,7 @@ def is_weights_file(name: str) -> bool:
     return name == INDEX or (name.startswith("model") and name.endswith(".safetensors"))
 
 
-def write(tensors: dict[str, np.ndarray], out_dir: str, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
-          ) -> list[str]:
+def write(tensors: dict[str, np.ndarray], out_dir: str, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> list[str]:
     """Writes the tensors as safetensors (sharded above max_shard_bytes) into a fresh folder; returns the
     file names."""
     from safetensors.numpy import save_file  # the hf extra; only writing needs it
@@ -85,8 +93,10 @@ def read(hf_dir: str) -> dict[str, np.ndarray]:
         return _read_file(os.path.join(hf_dir, SINGLE))
     index_path = os.path.join(hf_dir, INDEX)
     if not os.path.exists(index_path):
-        raise ExportError(f"{hf_dir}: no {SINGLE} or {INDEX}; jaxlm reads safetensors weights only "
-                          "(re-save the model with transformers' save_pretrained to get them)")
+        raise ExportError(
+            f"{hf_dir}: no {SINGLE} or {INDEX}; jaxlm reads safetensors weights only "
+            "(re-save the model with transformers' save_pretrained to get them)"
+        )
     with open(index_path) as f:
         files = sorted(set(json.load(f)["weight_map"].values()))
     tensors = {}

@@ -18,17 +18,27 @@ from jaxlm import cli
 
 def _flags() -> flags.FlagValues:
     fv = cli.command_flags()
-    flags.DEFINE_string("workdir", None, "A jaxlm run (its --workdir) or its checkpoints directory.", flag_values=fv,
-                        required=True)
+    flags.DEFINE_string(
+        "workdir", None, "A jaxlm run (its --workdir) or its checkpoints directory.", flag_values=fv, required=True
+    )
     flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest).", flag_values=fv)
-    flags.DEFINE_multi_string("prompt", [""], "Text to continue (repeat for a batch); bert: text with <mask> "
-                              "or [MASK] where tokens are to be filled.", flag_values=fv)
+    flags.DEFINE_multi_string(
+        "prompt",
+        [""],
+        "Text to continue (repeat for a batch); bert: text with <mask> or [MASK] where tokens are to be filled.",
+        flag_values=fv,
+    )
     flags.DEFINE_integer("num_tokens", 64, "New tokens per prompt at most.", flag_values=fv, lower_bound=1)
     flags.DEFINE_float("temperature", 0.8, "Sampling temperature; 0 = greedy.", flag_values=fv, lower_bound=0)
-    flags.DEFINE_integer("top_k", 0, "Sample from the k likeliest tokens (0 = all).", flag_values=fv,
-                         lower_bound=0)
-    flags.DEFINE_float("top_p", 1.0, "Sample from the smallest set of tokens with this probability mass.",
-                       flag_values=fv, lower_bound=0, upper_bound=1)
+    flags.DEFINE_integer("top_k", 0, "Sample from the k likeliest tokens (0 = all).", flag_values=fv, lower_bound=0)
+    flags.DEFINE_float(
+        "top_p",
+        1.0,
+        "Sample from the smallest set of tokens with this probability mass.",
+        flag_values=fv,
+        lower_bound=0,
+        upper_bound=1,
+    )
     flags.DEFINE_integer("seed", 0, "Seeds the sampling.", flag_values=fv)
     return fv
 
@@ -56,28 +66,50 @@ def main(argv: list[str]) -> int:
     if not model_cfg.causal:
         for text in fv.prompt:
             if not any(spelling in text for spelling in MASK_SPELLINGS):
-                cli.fail(f"--prompt={text!r}: no {' or '.join(MASK_SPELLINGS)} to fill; a bert run fills masks, "
-                         "e.g. --prompt='The <mask> statement'")
+                cli.fail(
+                    f"--prompt={text!r}: no {' or '.join(MASK_SPELLINGS)} to fill; a bert run fills masks, "
+                    "e.g. --prompt='The <mask> statement'"
+                )
         for text in fv.prompt:
             print(text)
-            print("\n".join(fill_lines(graphdef, run.params, tokenizer, encode_masked(tokenizer, text, model_cfg.max_len),
-                                       top_k=5)))
+            print(
+                "\n".join(
+                    fill_lines(
+                        graphdef, run.params, tokenizer, encode_masked(tokenizer, text, model_cfg.max_len), top_k=5
+                    )
+                )
+            )
         return 0
     window = model_cfg.max_len
     encoded = []
     for text in fv.prompt:
         ids = tokenizer.encode(text) or [tokenizer.eos_id]  # an empty prompt starts after an end of text
         if len(ids) > window - 1:
-            print(f"note: --prompt={text[:40]!r}...: {len(ids)} tokens, more than the model's window of {window} "
-                  f"leaves room for; continuing its last {window - 1}", file=sys.stderr)
-        encoded.append(ids[-(window - 1):])
+            print(
+                f"note: --prompt={text[:40]!r}...: {len(ids)} tokens, more than the model's window of {window} "
+                f"leaves room for; continuing its last {window - 1}",
+                file=sys.stderr,
+            )
+        encoded.append(ids[-(window - 1) :])
     room = window - max(len(ids) for ids in encoded)
     if fv.num_tokens > room:
-        print(f"note: --num_tokens={fv.num_tokens}: the model's window of {window} tokens leaves room for "
-              f"{room} after the longest prompt; generating at most that", file=sys.stderr)
-    outputs = generate(graphdef, run.params, encoded, max_new_tokens=fv.num_tokens, max_len=window,
-                       temperature=fv.temperature, top_k=fv.top_k, top_p=fv.top_p, seed=fv.seed,
-                       eos_id=tokenizer.eos_id)
+        print(
+            f"note: --num_tokens={fv.num_tokens}: the model's window of {window} tokens leaves room for "
+            f"{room} after the longest prompt; generating at most that",
+            file=sys.stderr,
+        )
+    outputs = generate(
+        graphdef,
+        run.params,
+        encoded,
+        max_new_tokens=fv.num_tokens,
+        max_len=window,
+        temperature=fv.temperature,
+        top_k=fv.top_k,
+        top_p=fv.top_p,
+        seed=fv.seed,
+        eos_id=tokenizer.eos_id,
+    )
     for text, new_ids in zip(fv.prompt, outputs):
         print(f"--- step {run.step} | {text!r}\n{text}{tokenizer.decode(new_ids)}")
     return 0

@@ -33,8 +33,16 @@ def inference_graphdef(model_cfg: ModelConfig) -> nnx.GraphDef:
     return nnx.split(nnx.eval_shape(lambda: Transformer(model_cfg, rngs=nnx.Rngs(0))))[0]
 
 
-def _choose(logits_BxV: jax.Array, key: jax.Array, temperature: jax.Array, top_p: jax.Array, *,
-            greedy: bool, top_k: int, use_top_p: bool) -> jax.Array:
+def _choose(
+    logits_BxV: jax.Array,
+    key: jax.Array,
+    temperature: jax.Array,
+    top_p: jax.Array,
+    *,
+    greedy: bool,
+    top_k: int,
+    use_top_p: bool,
+) -> jax.Array:
     """Next token ids [B]: argmax, or a draw from the tempered logits cut to the top-k and top-p set."""
     logits_BxV = logits_BxV.astype(jnp.float32)
     if greedy:
@@ -54,9 +62,23 @@ def _choose(logits_BxV: jax.Array, key: jax.Array, temperature: jax.Array, top_p
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "steps", "greedy", "top_k", "use_top_p"))
-def _decode(graphdef: nnx.GraphDef, params: dict, layers: tuple[dict, ...], prompt_BxP: jax.Array,
-            lengths_B: jax.Array, limits_B: jax.Array, key: jax.Array, temperature: jax.Array, top_p: jax.Array,
-            eos_id: jax.Array, *, steps: int, greedy: bool, top_k: int, use_top_p: bool) -> jax.Array:
+def _decode(
+    graphdef: nnx.GraphDef,
+    params: dict,
+    layers: tuple[dict, ...],
+    prompt_BxP: jax.Array,
+    lengths_B: jax.Array,
+    limits_B: jax.Array,
+    key: jax.Array,
+    temperature: jax.Array,
+    top_p: jax.Array,
+    eos_id: jax.Array,
+    *,
+    steps: int,
+    greedy: bool,
+    top_k: int,
+    use_top_p: bool,
+) -> jax.Array:
     """New tokens [B, S]; row b is valid up to its first EOS and its limit (later entries are junk).
 
     `layers` holds the blocks' parameters one layer each (`unstack_layers`); `params`' stacked blocks
@@ -64,8 +86,9 @@ def _decode(graphdef: nnx.GraphDef, params: dict, layers: tuple[dict, ...], prom
     model = nnx.merge(graphdef, params)
     decode = functools.partial(model.decode, layers=layers)
     B, P = prompt_BxP.shape
-    choose = functools.partial(_choose, temperature=temperature, top_p=top_p, greedy=greedy,
-                               top_k=top_k, use_top_p=use_top_p)
+    choose = functools.partial(
+        _choose, temperature=temperature, top_p=top_p, greedy=greedy, top_k=top_k, use_top_p=use_top_p
+    )
     # Left padding puts every row's last prompt token in the same column; pads are segment 0.
     pads_B = P - lengths_B
     slots_P = jnp.arange(P)
@@ -87,8 +110,13 @@ def _decode(graphdef: nnx.GraphDef, params: dict, layers: tuple[dict, ...], prom
         i, out_BxS, done_B, cache, key = carry
         # A finished row keeps decoding junk; its position is held inside the window.
         positions_Bx1 = jnp.minimum(lengths_B + i - 1, lengths_B + limits_B - 1)[:, None]
-        logits_Bx1xV, cache = decode(jax.lax.dynamic_slice_in_dim(out_BxS, i - 1, 1, axis=1),
-                                     positions_Bx1, jnp.ones((B, 1), jnp.int32), cache, P + i - 1)
+        logits_Bx1xV, cache = decode(
+            jax.lax.dynamic_slice_in_dim(out_BxS, i - 1, 1, axis=1),
+            positions_Bx1,
+            jnp.ones((B, 1), jnp.int32),
+            cache,
+            P + i - 1,
+        )
         key, draw = jax.random.split(key)
         token_B = choose(logits_Bx1xV[:, 0], draw)
         out_BxS = jax.lax.dynamic_update_slice_in_dim(out_BxS, token_B[:, None], i, axis=1)
@@ -98,16 +126,27 @@ def _decode(graphdef: nnx.GraphDef, params: dict, layers: tuple[dict, ...], prom
     return jax.lax.while_loop(unfinished, step, (jnp.int32(1), out_BxS, done_B, cache, key))[1]
 
 
-def generate(graphdef: nnx.GraphDef, params: dict, prompts: list[list[int]], *, max_new_tokens: int,
-             max_len: int, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
-             eos_id: int = -1) -> list[list[int]]:
+def generate(
+    graphdef: nnx.GraphDef,
+    params: dict,
+    prompts: list[list[int]],
+    *,
+    max_new_tokens: int,
+    max_len: int,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    eos_id: int = -1,
+) -> list[list[int]]:
     """Each prompt's continuation (new ids only, EOS excluded): up to max_new_tokens, EOS or max_len.
 
     temperature 0 is greedy; top_k 0 and top_p 1 turn those filters off. Every prompt must be
     non-empty and shorter than max_len, the model's window.
     """
-    assert prompts and all(0 < len(p) < max_len for p in prompts), \
+    assert prompts and all(0 < len(p) < max_len for p in prompts), (
         f"prompts must be non-empty and shorter than max_len={max_len}"
+    )
     assert temperature >= 0 and top_k >= 0 and 0 < top_p <= 1, (temperature, top_k, top_p)
     lengths_B = np.array([len(p) for p in prompts], np.int32)
     limits_B = np.minimum(max_new_tokens, max_len - lengths_B)
@@ -117,27 +156,56 @@ def generate(graphdef: nnx.GraphDef, params: dict, prompts: list[list[int]], *, 
     P = min(-(-int(lengths_B.max()) // _PROMPT_BUCKET) * _PROMPT_BUCKET, max_len)
     prompt_BxP = np.zeros((len(prompts), P), np.int32)
     for row, prompt in zip(prompt_BxP, prompts):
-        row[P - len(prompt):] = prompt
+        row[P - len(prompt) :] = prompt
     # Decoding runs the layers apart (see Transformer.decode): a copy of the blocks' weights for this call.
     # The stacked blocks go unused in the program, and jit leaves unused arguments out of it.
     layers = unstack_layers(params["blocks"])
-    out_BxS = _decode(graphdef, params, layers, jnp.asarray(prompt_BxP), jnp.asarray(lengths_B),
-                      jnp.asarray(limits_B), jax.random.key(seed), jnp.float32(max(temperature, 1e-6)),
-                      jnp.float32(top_p), jnp.int32(eos_id), steps=steps, greedy=temperature == 0.0,
-                      top_k=top_k, use_top_p=top_p < 1.0)
+    out_BxS = _decode(
+        graphdef,
+        params,
+        layers,
+        jnp.asarray(prompt_BxP),
+        jnp.asarray(lengths_B),
+        jnp.asarray(limits_B),
+        jax.random.key(seed),
+        jnp.float32(max(temperature, 1e-6)),
+        jnp.float32(top_p),
+        jnp.int32(eos_id),
+        steps=steps,
+        greedy=temperature == 0.0,
+        top_k=top_k,
+        use_top_p=top_p < 1.0,
+    )
     results = []
     for row, limit in zip(np.asarray(out_BxS).tolist(), limits_B):
         row = row[:limit]
-        results.append(row[:row.index(eos_id)] if eos_id in row else row)
+        results.append(row[: row.index(eos_id)] if eos_id in row else row)
     return results
 
 
-def sample(graphdef: nnx.GraphDef, params: dict, prompt_ids: list[int], *, num_tokens: int,
-           max_len: int, temperature: float, seed: int, eos_id: int) -> list[int]:
+def sample(
+    graphdef: nnx.GraphDef,
+    params: dict,
+    prompt_ids: list[int],
+    *,
+    num_tokens: int,
+    max_len: int,
+    temperature: float,
+    seed: int,
+    eos_id: int,
+) -> list[int]:
     """The prompt's continuation (new ids only), up to num_tokens, the window's end, or EOS.
 
     An empty prompt starts after an EOS, as the first document after another does in training.
     """
-    prompt_ids = (prompt_ids or [eos_id])[-(max_len - 1):]
-    return generate(graphdef, params, [prompt_ids], max_new_tokens=num_tokens, max_len=max_len,
-                    temperature=temperature, seed=seed, eos_id=eos_id)[0]
+    prompt_ids = (prompt_ids or [eos_id])[-(max_len - 1) :]
+    return generate(
+        graphdef,
+        params,
+        [prompt_ids],
+        max_new_tokens=num_tokens,
+        max_len=max_len,
+        temperature=temperature,
+        seed=seed,
+        eos_id=eos_id,
+    )[0]

@@ -21,8 +21,9 @@ MASK_SPELLINGS = (MASK, "[MASK]")
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "top_k"))
-def _top_k_predictions(graphdef: nnx.GraphDef, params: dict, ids_1xL: jax.Array, *, top_k: int
-                       ) -> tuple[jax.Array, jax.Array]:
+def _top_k_predictions(
+    graphdef: nnx.GraphDef, params: dict, ids_1xL: jax.Array, *, top_k: int
+) -> tuple[jax.Array, jax.Array]:
     model = nnx.merge(graphdef, params)
     length = ids_1xL.shape[1]
     logits_1xLxV = model(ids_1xL, jnp.arange(length)[None], jnp.ones_like(ids_1xL))
@@ -30,12 +31,13 @@ def _top_k_predictions(graphdef: nnx.GraphDef, params: dict, ids_1xL: jax.Array,
     return jax.lax.top_k(probs_LxV, top_k)
 
 
-def fill_mask(graphdef: nnx.GraphDef, params: dict, ids: list[int], *, top_k: int = 3
-              ) -> list[list[tuple[int, float]]]:
+def fill_mask(graphdef: nnx.GraphDef, params: dict, ids: list[int], *, top_k: int = 3) -> list[list[tuple[int, float]]]:
     """For every position of ids, the top_k (id, probability) predictions of a masked LM."""
     probs_LxK, ids_LxK = _top_k_predictions(graphdef, params, jnp.array([ids], jnp.int32), top_k=top_k)
-    return [[(int(i), float(p)) for i, p in zip(row_ids, row_probs)]
-            for row_ids, row_probs in zip(ids_LxK.tolist(), probs_LxK.tolist())]
+    return [
+        [(int(i), float(p)) for i, p in zip(row_ids, row_probs)]
+        for row_ids, row_probs in zip(ids_LxK.tolist(), probs_LxK.tolist())
+    ]
 
 
 def encode_masked(tokenizer: Tokenizer, text: str, max_len: int) -> list[int]:
@@ -48,11 +50,18 @@ def encode_masked(tokenizer: Tokenizer, text: str, max_len: int) -> list[int]:
     ids = tokenizer.encode(parts[0])
     for part in parts[1:]:
         ids += [tokenizer.mask_id, *tokenizer.encode(part)]
-    return [tokenizer.bos_id, *ids[:max_len - 2], tokenizer.eos_id]
+    return [tokenizer.bos_id, *ids[: max_len - 2], tokenizer.eos_id]
 
 
-def fill_lines(graphdef: nnx.GraphDef, params: dict, tokenizer: Tokenizer, ids: list[int], *, top_k: int,
-               was: dict[int, int] | None = None) -> list[str]:
+def fill_lines(
+    graphdef: nnx.GraphDef,
+    params: dict,
+    tokenizer: Tokenizer,
+    ids: list[int],
+    *,
+    top_k: int,
+    was: dict[int, int] | None = None,
+) -> list[str]:
     """`  <mask> at i (was 'x'): 'a' 0.412, 'b' 0.108, ...` for each mask id in `ids`; `was` gives the
     token a position held before it was masked, when known."""
     predictions = fill_mask(graphdef, params, ids, top_k=top_k)
@@ -72,5 +81,7 @@ def demo_lines(graphdef: nnx.GraphDef, params: dict, tokenizer: Tokenizer, text:
     masked = list(range(1, len(ids) - 1))[::7] or [1]  # the same positions on every run
     corrupted = [tokenizer.mask_id if i in masked else t for i, t in enumerate(ids)]
     shown = " ".join(MASK if i in masked else tokenizer.decode([t]) for i, t in enumerate(ids[1:-1], start=1))
-    return [f"input:  {shown}", *fill_lines(graphdef, params, tokenizer, corrupted, top_k=3,
-                                            was={i: ids[i] for i in masked})]
+    return [
+        f"input:  {shown}",
+        *fill_lines(graphdef, params, tokenizer, corrupted, top_k=3, was={i: ids[i] for i in masked}),
+    ]

@@ -54,8 +54,7 @@ def decode_mask(segment_BxM: jax.Array, segment_ids_BxL: jax.Array, start: jax.A
     return seen_BxLxM[:, None]
 
 
-def attend(q_BxLxHxK: jax.Array, k_BxMxGxK: jax.Array, v_BxMxGxK: jax.Array,
-           mask_Bx1xLxM: jax.Array) -> jax.Array:
+def attend(q_BxLxHxK: jax.Array, k_BxMxGxK: jax.Array, v_BxMxGxK: jax.Array, mask_Bx1xLxM: jax.Array) -> jax.Array:
     """softmax(q k^T / sqrt(K), masked) v, [B, L, H, K]; scores and softmax in float32.
 
     Both products are batched matmuls over (B, G) with one contracting and one free axis each
@@ -67,8 +66,12 @@ def attend(q_BxLxHxK: jax.Array, k_BxMxGxK: jax.Array, v_BxMxGxK: jax.Array,
     B, L, H, K = q_BxLxHxK.shape
     M, G = k_BxMxGxK.shape[1], k_BxMxGxK.shape[2]
     R = H // G
-    q_BGxRLxK = ((q_BxLxHxK * jnp.asarray(K**-0.5, q_BxLxHxK.dtype)).reshape(B, L, G, R, K)
-                 .transpose(0, 2, 3, 1, 4).reshape(B * G, R * L, K))
+    q_BGxRLxK = (
+        (q_BxLxHxK * jnp.asarray(K**-0.5, q_BxLxHxK.dtype))
+        .reshape(B, L, G, R, K)
+        .transpose(0, 2, 3, 1, 4)
+        .reshape(B * G, R * L, K)
+    )
     k_BGxMxK = k_BxMxGxK.transpose(0, 2, 1, 3).reshape(B * G, M, K)
     v_BGxMxK = v_BxMxGxK.transpose(0, 2, 1, 3).reshape(B * G, M, K)
     s_BGxRLxM = jnp.matmul(q_BGxRLxK, k_BGxMxK.transpose(0, 2, 1), preferred_element_type=jnp.float32)
@@ -76,8 +79,9 @@ def attend(q_BxLxHxK: jax.Array, k_BxMxGxK: jax.Array, v_BxMxGxK: jax.Array,
     # The max only keeps exp in range; any constant per row gives the same softmax, so no gradient.
     s_max_BxGxRxLx1 = jax.lax.stop_gradient(s_BxGxRxLxM.max(-1, keepdims=True))
     e_BxGxRxLxM = jnp.exp(s_BxGxRxLxM - s_max_BxGxRxLx1)
-    y_BGxRLxK = jnp.matmul(e_BxGxRxLxM.reshape(B * G, R * L, M).astype(v_BxMxGxK.dtype), v_BGxMxK,
-                           preferred_element_type=jnp.float32)
+    y_BGxRLxK = jnp.matmul(
+        e_BxGxRxLxM.reshape(B * G, R * L, M).astype(v_BxMxGxK.dtype), v_BGxMxK, preferred_element_type=jnp.float32
+    )
     y_BxGxRxLxK = y_BGxRLxK.reshape(B, G, R, L, K) / e_BxGxRxLxM.sum(-1, keepdims=True)
     return y_BxGxRxLxK.transpose(0, 3, 1, 2, 4).reshape(B, L, H, K).astype(q_BxLxHxK.dtype)
 
@@ -87,8 +91,9 @@ def causal_block_rows(length: int) -> int:
     return max(64, length // 8) if length >= 128 else 0
 
 
-def attend_causal(q_BxLxHxK: jax.Array, k_BxLxGxK: jax.Array, v_BxLxGxK: jax.Array,
-                  mask_Bx1xLxL: jax.Array) -> jax.Array:
+def attend_causal(
+    q_BxLxHxK: jax.Array, k_BxLxGxK: jax.Array, v_BxLxGxK: jax.Array, mask_Bx1xLxL: jax.Array
+) -> jax.Array:
     """`attend` for causal self-attention, each block of queries against only the keys up to its end.
 
     Keys after a block lie in every one of its queries' future, so leaving them out changes no
@@ -102,8 +107,9 @@ def attend_causal(q_BxLxHxK: jax.Array, k_BxLxGxK: jax.Array, v_BxLxGxK: jax.Arr
     blocks = []
     for start in range(0, L, rows):
         end = min(start + rows, L)
-        blocks.append(attend(q_BxLxHxK[:, start:end], k_BxLxGxK[:, :end], v_BxLxGxK[:, :end],
-                             mask_Bx1xLxL[:, :, start:end, :end]))
+        blocks.append(
+            attend(q_BxLxHxK[:, start:end], k_BxLxGxK[:, :end], v_BxLxGxK[:, :end], mask_Bx1xLxL[:, :, start:end, :end])
+        )
     return jnp.concatenate(blocks, axis=1)
 
 
@@ -115,16 +121,26 @@ class Attention(nnx.Module):
         assert D % H == 0, f"width {D} not divisible by heads {H}"
         assert H % G == 0, f"heads {H} not divisible by kv heads {G}"
         self.cfg = cfg
-        dense = dict(in_shape=(D,), in_axes=("embed",), use_bias=cfg.use_bias, std=cfg.init_std,
-                     dtype=cfg.dtype, rngs=rngs)
+        dense = dict(
+            in_shape=(D,), in_axes=("embed",), use_bias=cfg.use_bias, std=cfg.init_std, dtype=cfg.dtype, rngs=rngs
+        )
         self.query = Dense(out_shape=(H, K), out_axes=("heads", "head_dim"), **dense)
         self.key = Dense(out_shape=(G, K), out_axes=("kv_heads", "head_dim"), **dense)
         self.value = Dense(out_shape=(G, K), out_axes=("kv_heads", "head_dim"), **dense)
-        self.out = Dense((H, K), (D,), in_axes=("heads", "head_dim"), out_axes=("embed",),
-                         use_bias=cfg.use_bias, std=cfg.residual_init_std, dtype=cfg.dtype, rngs=rngs)
+        self.out = Dense(
+            (H, K),
+            (D,),
+            in_axes=("heads", "head_dim"),
+            out_axes=("embed",),
+            use_bias=cfg.use_bias,
+            std=cfg.residual_init_std,
+            dtype=cfg.dtype,
+            rngs=rngs,
+        )
 
-    def _project(self, x_BxLxD: jax.Array, rope: tuple[jax.Array, jax.Array] | None
-                 ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    def _project(
+        self, x_BxLxD: jax.Array, rope: tuple[jax.Array, jax.Array] | None
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
         q_BxLxHxK = self.query(x_BxLxD)
         k_BxLxGxK = self.key(x_BxLxD)
         v_BxLxGxK = self.value(x_BxLxD)
@@ -133,8 +149,7 @@ class Attention(nnx.Module):
             k_BxLxGxK = apply_rope(k_BxLxGxK, *rope)
         return q_BxLxHxK, k_BxLxGxK, v_BxLxGxK
 
-    def __call__(self, x_BxLxD: jax.Array, seen: jax.Array,
-                 rope: tuple[jax.Array, jax.Array] | None) -> jax.Array:
+    def __call__(self, x_BxLxD: jax.Array, seen: jax.Array, rope: tuple[jax.Array, jax.Array] | None) -> jax.Array:
         """`seen` is `visibility(...)`: a [B, 1, L, L] mask for "xla", [B, L] segment ids otherwise."""
         cfg = self.cfg
         q_BxLxHxK, k_BxLxGxK, v_BxLxGxK = self._project(x_BxLxD, rope)
@@ -142,17 +157,29 @@ class Attention(nnx.Module):
             y_BxLxHxK = attention_kernels.cudnn_attend(q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, seen, cfg.causal)
         elif cfg.attention == "splash":
             y_BxLxHxK = attention_kernels.splash_attend(
-                q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, seen, cfg.causal, interpret=cfg.interpret_kernels,
-                batch_axes=cfg.kernel_batch_axes, head_axes=cfg.kernel_head_axes)
+                q_BxLxHxK,
+                k_BxLxGxK,
+                v_BxLxGxK,
+                seen,
+                cfg.causal,
+                interpret=cfg.interpret_kernels,
+                batch_axes=cfg.kernel_batch_axes,
+                head_axes=cfg.kernel_head_axes,
+            )
         elif cfg.causal:
             y_BxLxHxK = attend_causal(q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, seen)
         else:
             y_BxLxHxK = attend(q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, seen)
         return self.out(y_BxLxHxK)
 
-    def decode(self, x_BxLxD: jax.Array, cache: tuple[jax.Array, jax.Array], start: jax.Array,
-               mask_Bx1xLxM: jax.Array, rope: tuple[jax.Array, jax.Array] | None
-               ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    def decode(
+        self,
+        x_BxLxD: jax.Array,
+        cache: tuple[jax.Array, jax.Array],
+        start: jax.Array,
+        mask_Bx1xLxM: jax.Array,
+        rope: tuple[jax.Array, jax.Array] | None,
+    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
         """Writes the L new keys and values into cache slots start.. and attends over the whole cache.
 
         Always the "xla" formula: one new token against the cache is a matrix-vector product that
@@ -160,9 +187,7 @@ class Attention(nnx.Module):
         """
         q_BxLxHxK, k_BxLxGxK, v_BxLxGxK = self._project(x_BxLxD, rope)
         k_BxMxGxK, v_BxMxGxK = cache
-        k_BxMxGxK = jax.lax.dynamic_update_slice_in_dim(k_BxMxGxK, k_BxLxGxK.astype(k_BxMxGxK.dtype),
-                                                        start, axis=1)
-        v_BxMxGxK = jax.lax.dynamic_update_slice_in_dim(v_BxMxGxK, v_BxLxGxK.astype(v_BxMxGxK.dtype),
-                                                        start, axis=1)
+        k_BxMxGxK = jax.lax.dynamic_update_slice_in_dim(k_BxMxGxK, k_BxLxGxK.astype(k_BxMxGxK.dtype), start, axis=1)
+        v_BxMxGxK = jax.lax.dynamic_update_slice_in_dim(v_BxMxGxK, v_BxLxGxK.astype(v_BxMxGxK.dtype), start, axis=1)
         y_BxLxHxK = attend(q_BxLxHxK, k_BxMxGxK, v_BxMxGxK, mask_Bx1xLxM)
         return self.out(y_BxLxHxK), (k_BxMxGxK, v_BxMxGxK)

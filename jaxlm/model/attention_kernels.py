@@ -23,17 +23,28 @@ def segment_mask(segment_ids_BxL: jax.Array) -> jax.Array:
     return (segment_ids_BxL[:, :, None] == segment_ids_BxL[:, None, :])[:, None]
 
 
-def cudnn_attend(q_BxLxHxK: jax.Array, k_BxLxGxK: jax.Array, v_BxLxGxK: jax.Array,
-                 segment_ids_BxL: jax.Array, causal: bool, implementation: str = "cudnn") -> jax.Array:
+def cudnn_attend(
+    q_BxLxHxK: jax.Array,
+    k_BxLxGxK: jax.Array,
+    v_BxLxGxK: jax.Array,
+    segment_ids_BxL: jax.Array,
+    causal: bool,
+    implementation: str = "cudnn",
+) -> jax.Array:
     """cuDNN flash attention through `jax.nn.dot_product_attention`, [B, L, H, K].
 
     The causal part is cuDNN's own mask type (it skips the upper triangle); the segment rule goes in
     as a boolean mask. `implementation="xla"` runs the same call on any device, which is how the CPU
     tests check this wiring.
     """
-    return jax.nn.dot_product_attention(q_BxLxHxK, k_BxLxGxK, v_BxLxGxK,
-                                        mask=segment_mask(segment_ids_BxL), is_causal=causal,
-                                        implementation=implementation)
+    return jax.nn.dot_product_attention(
+        q_BxLxHxK,
+        k_BxLxGxK,
+        v_BxLxGxK,
+        mask=segment_mask(segment_ids_BxL),
+        is_causal=causal,
+        implementation=implementation,
+    )
 
 
 @functools.cache
@@ -44,11 +55,23 @@ def _splash_kernel(num_heads: int, length: int, causal: bool, interpret: bool):
 
     head_mask = masks.CausalMask((length, length)) if causal else masks.FullMask((length, length))
     block = min(512, length)
-    sizes = dict(block_q=block, block_kv=block, block_kv_compute=block, block_q_dkv=block,
-                 block_kv_dkv=block, block_kv_dkv_compute=block, block_q_dq=block, block_kv_dq=block)
-    return kernel.make_splash_mha(masks.MultiHeadMask([head_mask] * num_heads),
-                                  block_sizes=kernel.BlockSizes(**sizes), head_shards=1,
-                                  q_seq_shards=1, interpret=interpret), kernel.SegmentIds
+    sizes = dict(
+        block_q=block,
+        block_kv=block,
+        block_kv_compute=block,
+        block_q_dkv=block,
+        block_kv_dkv=block,
+        block_kv_dkv_compute=block,
+        block_q_dq=block,
+        block_kv_dq=block,
+    )
+    return kernel.make_splash_mha(
+        masks.MultiHeadMask([head_mask] * num_heads),
+        block_sizes=kernel.BlockSizes(**sizes),
+        head_shards=1,
+        q_seq_shards=1,
+        interpret=interpret,
+    ), kernel.SegmentIds
 
 
 def kernel_split(mesh_sizes: dict[str, int], axes: tuple[str, ...], size: int) -> tuple[str, ...] | None:
@@ -57,9 +80,17 @@ def kernel_split(mesh_sizes: dict[str, int], axes: tuple[str, ...], size: int) -
     return used if used and size % math.prod(mesh_sizes[axis] for axis in used) == 0 else None
 
 
-def splash_attend(q_BxLxHxK: jax.Array, k_BxLxGxK: jax.Array, v_BxLxGxK: jax.Array,
-                  segment_ids_BxL: jax.Array, causal: bool, interpret: bool = False, *,
-                  batch_axes: tuple[str, ...] = (), head_axes: tuple[str, ...] = ()) -> jax.Array:
+def splash_attend(
+    q_BxLxHxK: jax.Array,
+    k_BxLxGxK: jax.Array,
+    v_BxLxGxK: jax.Array,
+    segment_ids_BxL: jax.Array,
+    causal: bool,
+    interpret: bool = False,
+    *,
+    batch_axes: tuple[str, ...] = (),
+    head_axes: tuple[str, ...] = (),
+) -> jax.Array:
     """Pallas splash attention (TPU), [B, L, H, K]; L must be a multiple of 128.
 
     Grouped key/value heads are repeated to H first, so every head shard holds the keys its queries
@@ -81,8 +112,12 @@ def splash_attend(q_BxLxHxK: jax.Array, k_BxLxGxK: jax.Array, v_BxLxGxK: jax.Arr
         kernel, segment_ids = _splash_kernel(q_bxLxhxK.shape[2], L, causal, interpret)
 
         def one_example(q_LxhxK, k_LxhxK, v_LxhxK, segments_L):
-            y_hxLxK = kernel(q_LxhxK.transpose(1, 0, 2), k_LxhxK.transpose(1, 0, 2),
-                             v_LxhxK.transpose(1, 0, 2), segment_ids=segment_ids(q=segments_L, kv=segments_L))
+            y_hxLxK = kernel(
+                q_LxhxK.transpose(1, 0, 2),
+                k_LxhxK.transpose(1, 0, 2),
+                v_LxhxK.transpose(1, 0, 2),
+                segment_ids=segment_ids(q=segments_L, kv=segments_L),
+            )
             return y_hxLxK.transpose(1, 0, 2)
 
         return jax.vmap(one_example)(q_bxLxhxK, k_bxLxhxK, v_bxLxhxK, segment_ids_bxL)
@@ -93,9 +128,11 @@ def splash_attend(q_BxLxHxK: jax.Array, k_BxLxGxK: jax.Array, v_BxLxGxK: jax.Arr
     sizes = dict(zip(mesh.axis_names, mesh.axis_sizes))
     batch, heads = kernel_split(sizes, batch_axes, B), kernel_split(sizes, head_axes, H)
     qkv_spec = PartitionSpec(batch, None, heads, None)
-    y_BxLxHxK = jax.shard_map(local, mesh=mesh, in_specs=(qkv_spec, qkv_spec, qkv_spec,
-                                                          PartitionSpec(batch, None)),
-                              out_specs=qkv_spec, check_vma=False)(
-        q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, segment_ids_BxL)
+    y_BxLxHxK = jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(qkv_spec, qkv_spec, qkv_spec, PartitionSpec(batch, None)),
+        out_specs=qkv_spec,
+        check_vma=False,
+    )(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, segment_ids_BxL)
     return y_BxLxHxK.astype(q_BxLxHxK.dtype)
-

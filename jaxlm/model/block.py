@@ -27,8 +27,9 @@ class Block(nnx.Module):
         self.ffn_norm = make_norm(cfg.norm, cfg.width, cfg.norm_eps, rngs, cfg.use_bias)
         self.ffn = make_ffn(cfg, rngs)
 
-    def _sublayers(self, x_BxLxD: jax.Array, attend: Callable[[jax.Array], tuple[jax.Array, Any]],
-                   dropout_key: jax.Array | None) -> tuple[jax.Array, Any]:
+    def _sublayers(
+        self, x_BxLxD: jax.Array, attend: Callable[[jax.Array], tuple[jax.Array, Any]], dropout_key: jax.Array | None
+    ) -> tuple[jax.Array, Any]:
         """The residual/norm wiring around `attend` (which also returns its own extra output) and the FFN."""
         keys = jax.random.split(dropout_key) if dropout_key is not None else (None, None)
         rate = self.cfg.dropout
@@ -40,17 +41,26 @@ class Block(nnx.Module):
         x_BxLxD = self.attention_norm(x_BxLxD + dropout(y_BxLxD, rate, keys[0]))
         return self.ffn_norm(x_BxLxD + dropout(self.ffn(x_BxLxD), rate, keys[1])), extra
 
-    def __call__(self, x_BxLxD: jax.Array, seen: jax.Array,
-                 rope: tuple[jax.Array, jax.Array] | None, dropout_key: jax.Array | None) -> jax.Array:
+    def __call__(
+        self,
+        x_BxLxD: jax.Array,
+        seen: jax.Array,
+        rope: tuple[jax.Array, jax.Array] | None,
+        dropout_key: jax.Array | None,
+    ) -> jax.Array:
         """`seen`: which keys each query sees, as `attention.visibility` gives it."""
-        x_BxLxD, _ = self._sublayers(
-            x_BxLxD, lambda h_BxLxD: (self.attention(h_BxLxD, seen, rope), None), dropout_key)
+        x_BxLxD, _ = self._sublayers(x_BxLxD, lambda h_BxLxD: (self.attention(h_BxLxD, seen, rope), None), dropout_key)
         return x_BxLxD
 
-    def decode(self, x_BxLxD: jax.Array, cache: tuple[jax.Array, jax.Array], start: jax.Array,
-               mask_Bx1xLxM: jax.Array, rope: tuple[jax.Array, jax.Array] | None
-               ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    def decode(
+        self,
+        x_BxLxD: jax.Array,
+        cache: tuple[jax.Array, jax.Array],
+        start: jax.Array,
+        mask_Bx1xLxM: jax.Array,
+        rope: tuple[jax.Array, jax.Array] | None,
+    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
         """The block on L new tokens whose keys/values go into this layer's cache at slots start..."""
         return self._sublayers(
-            x_BxLxD, lambda h_BxLxD: self.attention.decode(h_BxLxD, cache, start, mask_Bx1xLxM, rope),
-            None)
+            x_BxLxD, lambda h_BxLxD: self.attention.decode(h_BxLxD, cache, start, mask_Bx1xLxM, rope), None
+        )

@@ -23,9 +23,20 @@ FAMILIES = tuple(FAMILY_ARCHITECTURES)
 DTYPES = ("float32", "bfloat16")  # compute dtypes; parameters are always float32
 REMAT = ("none", "full", "dots")  # transformer.REMAT_POLICIES implements all but "none"
 ATTENTION_KERNELS = ("xla", "cudnn", "splash")  # attention.Attention dispatches on these
-_ARCHITECTURE_FIELDS = ("norm", "norm_position", "positions", "ffn", "activation", "causal",
-                        "tied_embeddings", "head", "use_bias", "type_vocab_size", "norm_eps",
-                        "scaled_residual_init")
+_ARCHITECTURE_FIELDS = (
+    "norm",
+    "norm_position",
+    "positions",
+    "ffn",
+    "activation",
+    "causal",
+    "tied_embeddings",
+    "head",
+    "use_bias",
+    "type_vocab_size",
+    "norm_eps",
+    "scaled_residual_init",
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,10 +18,10 @@ class Mlp(nnx.Module):
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         common = dict(use_bias=cfg.use_bias, dtype=cfg.dtype, rngs=rngs)
         self.activation = ACTIVATIONS[cfg.activation]
-        self.up = Dense((cfg.width,), (cfg.mlp_dim,), in_axes=("embed",), out_axes=("mlp",),
-                        std=cfg.init_std, **common)
-        self.down = Dense((cfg.mlp_dim,), (cfg.width,), in_axes=("mlp",), out_axes=("embed",),
-                          std=cfg.residual_init_std, **common)
+        self.up = Dense((cfg.width,), (cfg.mlp_dim,), in_axes=("embed",), out_axes=("mlp",), std=cfg.init_std, **common)
+        self.down = Dense(
+            (cfg.mlp_dim,), (cfg.width,), in_axes=("mlp",), out_axes=("embed",), std=cfg.residual_init_std, **common
+        )
 
     def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
         return self.down(self.activation(self.up(x_BxLxD)))
@@ -36,8 +36,9 @@ class SwiGlu(nnx.Module):
         self.activation = ACTIVATIONS[cfg.activation]
         self.gate = Dense((cfg.width,), (cfg.mlp_dim,), **into)
         self.up = Dense((cfg.width,), (cfg.mlp_dim,), **into)
-        self.down = Dense((cfg.mlp_dim,), (cfg.width,), in_axes=("mlp",), out_axes=("embed",),
-                          std=cfg.residual_init_std, **common)
+        self.down = Dense(
+            (cfg.mlp_dim,), (cfg.width,), in_axes=("mlp",), out_axes=("embed",), std=cfg.residual_init_std, **common
+        )
 
     def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
         return self.down(self.activation(self.gate(x_BxLxD)) * self.up(x_BxLxD))

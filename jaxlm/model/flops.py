@@ -52,10 +52,10 @@ def matmul_params(cfg: ModelConfig, num_layers: int | None = None) -> int:
     return layers * block_matmul_params(cfg) + head_matmul_params(cfg)
 
 
-def train_step_flops(cfg: ModelConfig, batch_size: int, seq_len: int,
-                     num_layers: int | None = None) -> StepFlops:
+def train_step_flops(cfg: ModelConfig, batch_size: int, seq_len: int, num_layers: int | None = None) -> StepFlops:
     """FLOPs of a training step on [batch_size, seq_len] tokens, or of its head and `num_layers` blocks."""
     layers = cfg.num_layers if num_layers is None else num_layers
     tokens = batch_size * seq_len
-    return StepFlops(matmul=6.0 * matmul_params(cfg, layers) * tokens,
-                     attention=12.0 * layers * cfg.width * seq_len * tokens)
+    return StepFlops(
+        matmul=6.0 * matmul_params(cfg, layers) * tokens, attention=12.0 * layers * cfg.width * seq_len * tokens
+    )

@@ -26,22 +26,32 @@ def param(rngs: nnx.Rngs, init: Initializer, shape: Sequence[int], axes: Sequenc
 class Dense(nnx.Module):
     """y = x W + b, contracting the last len(in_shape) axes of x against W[*in_shape, *out_shape]."""
 
-    def __init__(self, in_shape: Sequence[int], out_shape: Sequence[int], *, in_axes: Sequence[str],
-                 out_axes: Sequence[str], use_bias: bool, std: float, dtype: str, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_shape: Sequence[int],
+        out_shape: Sequence[int],
+        *,
+        in_axes: Sequence[str],
+        out_axes: Sequence[str],
+        use_bias: bool,
+        std: float,
+        dtype: str,
+        rngs: nnx.Rngs,
+    ):
         self.in_rank = len(in_shape)
         self.dtype = jnp.dtype(dtype)
-        self.kernel = param(rngs, nnx.initializers.normal(std), (*in_shape, *out_shape),
-                            (*in_axes, *out_axes))
-        self.bias = (param(rngs, nnx.initializers.zeros, out_shape, out_axes) if use_bias else None)
+        self.kernel = param(rngs, nnx.initializers.normal(std), (*in_shape, *out_shape), (*in_axes, *out_axes))
+        self.bias = param(rngs, nnx.initializers.zeros, out_shape, out_axes) if use_bias else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
         # One 2-D product over flattened rows: contracting several axes at once is not canonical
         # for XLA, whose rewrite transposes the activations (costly on the CPU, benchmarks/NOTES.md).
         kernel = self.kernel[...].astype(self.dtype)
-        lead, inner = x.shape[:x.ndim - self.in_rank], x.shape[x.ndim - self.in_rank:]
-        out_shape = kernel.shape[self.in_rank:]
-        y = (x.astype(self.dtype).reshape(-1, math.prod(inner))
-             @ kernel.reshape(math.prod(inner), -1)).reshape(*lead, *out_shape)
+        lead, inner = x.shape[: x.ndim - self.in_rank], x.shape[x.ndim - self.in_rank :]
+        out_shape = kernel.shape[self.in_rank :]
+        y = (x.astype(self.dtype).reshape(-1, math.prod(inner)) @ kernel.reshape(math.prod(inner), -1)).reshape(
+            *lead, *out_shape
+        )
         if self.bias is not None:
             y = y + self.bias[...].astype(self.dtype)
         return y

@@ -34,8 +34,9 @@ def _stacked_blocks(cfg: ModelConfig, rngs: nnx.Rngs) -> Block:
     keys_N = jax.random.split(rngs.params(), cfg.num_layers)
     graphdef, _ = nnx.split(nnx.eval_shape(lambda: Block(cfg, rngs=nnx.Rngs(0))))
     state = jax.vmap(lambda key: nnx.state(Block(cfg, rngs=nnx.Rngs(key))))(keys_N)
-    state = jax.tree.map(lambda v: nnx.Param(v[...], axes=("layers", *v.axes)), state,
-                         is_leaf=lambda v: isinstance(v, nnx.Variable))
+    state = jax.tree.map(
+        lambda v: nnx.Param(v[...], axes=("layers", *v.axes)), state, is_leaf=lambda v: isinstance(v, nnx.Variable)
+    )
     return nnx.merge(graphdef, state)
 
 
@@ -62,8 +63,16 @@ class MlmHead(nnx.Module):
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         self.activation = ACTIVATIONS[cfg.activation]
-        self.transform = Dense((cfg.width,), (cfg.width,), in_axes=("embed",), out_axes=("embed",),
-                               use_bias=True, std=cfg.init_std, dtype=cfg.dtype, rngs=rngs)
+        self.transform = Dense(
+            (cfg.width,),
+            (cfg.width,),
+            in_axes=("embed",),
+            out_axes=("embed",),
+            use_bias=True,
+            std=cfg.init_std,
+            dtype=cfg.dtype,
+            rngs=rngs,
+        )
         self.norm = make_norm(cfg.norm, cfg.width, cfg.norm_eps, rngs)
         self.decoder_bias = param(rngs, nnx.initializers.zeros, (cfg.vocab_size,), ("vocab",))
 
@@ -76,10 +85,26 @@ class NextSentenceHead(nnx.Module):
     """BERT's pooler (the first token's state, dense D->D, tanh) and its 2-way IsNext/NotNext classifier."""
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-        self.pooler = Dense((cfg.width,), (cfg.width,), in_axes=("embed",), out_axes=("embed",),
-                            use_bias=True, std=cfg.init_std, dtype=cfg.dtype, rngs=rngs)
-        self.classifier = Dense((cfg.width,), (2,), in_axes=("embed",), out_axes=("classes",),
-                                use_bias=True, std=cfg.init_std, dtype=cfg.dtype, rngs=rngs)
+        self.pooler = Dense(
+            (cfg.width,),
+            (cfg.width,),
+            in_axes=("embed",),
+            out_axes=("embed",),
+            use_bias=True,
+            std=cfg.init_std,
+            dtype=cfg.dtype,
+            rngs=rngs,
+        )
+        self.classifier = Dense(
+            (cfg.width,),
+            (2,),
+            in_axes=("embed",),
+            out_axes=("classes",),
+            use_bias=True,
+            std=cfg.init_std,
+            dtype=cfg.dtype,
+            rngs=rngs,
+        )
 
     def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
         """Logits [B, 2] (index 0 = IsNext, 1 = NotNext) from the [CLS] position."""
@@ -93,25 +118,43 @@ class Transformer(nnx.Module):
         self.cfg = cfg
         embed = dict(std=cfg.init_std, dtype=cfg.dtype, rngs=rngs)
         self.token_embed = Embed(cfg.vocab_size, cfg.width, axis="vocab", **embed)
-        self.position_embed = (Embed(cfg.max_len, cfg.width, axis="positions", **embed)
-                               if cfg.positions == "learned" else None)
-        self.type_embed = (Embed(cfg.type_vocab_size, cfg.width, axis="types", **embed)
-                           if cfg.type_vocab_size else None)
+        self.position_embed = (
+            Embed(cfg.max_len, cfg.width, axis="positions", **embed) if cfg.positions == "learned" else None
+        )
+        self.type_embed = Embed(cfg.type_vocab_size, cfg.width, axis="types", **embed) if cfg.type_vocab_size else None
         # Post-LN (BERT) normalises the embeddings; pre-LN families normalise after the last block.
-        self.embed_norm = (make_norm(cfg.norm, cfg.width, cfg.norm_eps, rngs, cfg.use_bias)
-                           if cfg.norm_position == "post" else None)
+        self.embed_norm = (
+            make_norm(cfg.norm, cfg.width, cfg.norm_eps, rngs, cfg.use_bias) if cfg.norm_position == "post" else None
+        )
         self.blocks = _stacked_blocks(cfg, rngs)
-        self.final_norm = (make_norm(cfg.norm, cfg.width, cfg.norm_eps, rngs, cfg.use_bias)
-                           if cfg.norm_position == "pre" else None)
-        self.lm_head = (Dense((cfg.width,), (cfg.vocab_size,), in_axes=("embed",), out_axes=("vocab",),
-                              use_bias=False, std=cfg.init_std, dtype=cfg.dtype, rngs=rngs)
-                        if cfg.head == "lm" and not cfg.tied_embeddings else None)
+        self.final_norm = (
+            make_norm(cfg.norm, cfg.width, cfg.norm_eps, rngs, cfg.use_bias) if cfg.norm_position == "pre" else None
+        )
+        self.lm_head = (
+            Dense(
+                (cfg.width,),
+                (cfg.vocab_size,),
+                in_axes=("embed",),
+                out_axes=("vocab",),
+                use_bias=False,
+                std=cfg.init_std,
+                dtype=cfg.dtype,
+                rngs=rngs,
+            )
+            if cfg.head == "lm" and not cfg.tied_embeddings
+            else None
+        )
         self.mlm_head = MlmHead(cfg, rngs=rngs) if cfg.head == "mlm" else None
         self.next_sentence_head = NextSentenceHead(cfg, rngs=rngs) if cfg.next_sentence_head else None
 
-    def encode(self, inputs_BxL: jax.Array, positions_BxL: jax.Array, segment_ids_BxL: jax.Array,
-               token_types_BxL: jax.Array | None = None,
-               dropout_key: jax.Array | None = None) -> jax.Array:
+    def encode(
+        self,
+        inputs_BxL: jax.Array,
+        positions_BxL: jax.Array,
+        segment_ids_BxL: jax.Array,
+        token_types_BxL: jax.Array | None = None,
+        dropout_key: jax.Array | None = None,
+    ) -> jax.Array:
         """The final hidden states [B, L, D] (before the output head)."""
         cfg = self.cfg
         keys = jax.random.split(dropout_key) if dropout_key is not None else (None, None)
@@ -119,8 +162,11 @@ class Transformer(nnx.Module):
 
         seen = visibility(segment_ids_BxL, cfg)
         rope = self._rope(positions_BxL)
-        block_keys_N = (jax.random.split(keys[1], cfg.num_layers) if keys[1] is not None
-                        else jnp.zeros((cfg.num_layers,), dtype=bool))
+        block_keys_N = (
+            jax.random.split(keys[1], cfg.num_layers)
+            if keys[1] is not None
+            else jnp.zeros((cfg.num_layers,), dtype=bool)
+        )
         graphdef, stacked_state = nnx.split(self.blocks)
 
         def one_block(x_BxLxD, layer):
@@ -132,29 +178,39 @@ class Transformer(nnx.Module):
             one_block = jax.checkpoint(one_block, policy=REMAT_POLICIES[cfg.remat])
         # Unrolling drops the loop's per-layer slicing and stacking of residuals, which costs small
         # models more than their matmuls on the CPU (benchmarks/NOTES.md); compile time grows with it.
-        x_BxLxD, _ = jax.lax.scan(one_block, x_BxLxD, (stacked_state, block_keys_N),
-                                  unroll=min(cfg.scan_unroll, cfg.num_layers))
+        x_BxLxD, _ = jax.lax.scan(
+            one_block, x_BxLxD, (stacked_state, block_keys_N), unroll=min(cfg.scan_unroll, cfg.num_layers)
+        )
         if self.final_norm is not None:
             x_BxLxD = self.final_norm(x_BxLxD)
         return x_BxLxD
 
-    def __call__(self, inputs_BxL: jax.Array, positions_BxL: jax.Array, segment_ids_BxL: jax.Array,
-                 token_types_BxL: jax.Array | None = None,
-                 dropout_key: jax.Array | None = None) -> jax.Array:
+    def __call__(
+        self,
+        inputs_BxL: jax.Array,
+        positions_BxL: jax.Array,
+        segment_ids_BxL: jax.Array,
+        token_types_BxL: jax.Array | None = None,
+        dropout_key: jax.Array | None = None,
+    ) -> jax.Array:
         """Logits [B, L, V] in the compute dtype."""
         x_BxLxD = self.encode(inputs_BxL, positions_BxL, segment_ids_BxL, token_types_BxL, dropout_key)
         return self._head(x_BxLxD)
 
-    def with_next_sentence(self, inputs_BxL: jax.Array, positions_BxL: jax.Array, segment_ids_BxL: jax.Array,
-                           token_types_BxL: jax.Array, dropout_key: jax.Array | None = None
-                           ) -> tuple[jax.Array, jax.Array]:
+    def with_next_sentence(
+        self,
+        inputs_BxL: jax.Array,
+        positions_BxL: jax.Array,
+        segment_ids_BxL: jax.Array,
+        token_types_BxL: jax.Array,
+        dropout_key: jax.Array | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
         """(logits [B, L, V], next-sentence logits [B, 2]) of sentence-pair rows; BERT's two pretraining heads."""
         assert self.next_sentence_head is not None, "the model was built without next_sentence_head"
         x_BxLxD = self.encode(inputs_BxL, positions_BxL, segment_ids_BxL, token_types_BxL, dropout_key)
         return self._head(x_BxLxD), self.next_sentence_head(x_BxLxD)
 
-    def _embed(self, inputs_BxL: jax.Array, positions_BxL: jax.Array,
-               token_types_BxL: jax.Array | None) -> jax.Array:
+    def _embed(self, inputs_BxL: jax.Array, positions_BxL: jax.Array, token_types_BxL: jax.Array | None) -> jax.Array:
         x_BxLxD = self.token_embed(inputs_BxL)
         if self.position_embed is not None:
             x_BxLxD = x_BxLxD + self.position_embed(positions_BxL)
@@ -188,9 +244,15 @@ class Transformer(nnx.Module):
         shape = (cfg.num_layers, batch, slots, cfg.num_kv_heads, cfg.head_dim)
         return KVCache(jnp.zeros(shape, cfg.dtype), jnp.zeros(shape, cfg.dtype), segment_BxM)
 
-    def decode(self, inputs_BxL: jax.Array, positions_BxL: jax.Array, segment_ids_BxL: jax.Array,
-               cache: KVCache, start: jax.Array, layers: Sequence[dict] | None = None
-               ) -> tuple[jax.Array, KVCache]:
+    def decode(
+        self,
+        inputs_BxL: jax.Array,
+        positions_BxL: jax.Array,
+        segment_ids_BxL: jax.Array,
+        cache: KVCache,
+        start: jax.Array,
+        layers: Sequence[dict] | None = None,
+    ) -> tuple[jax.Array, KVCache]:
         """Logits [B, L, V] of L new tokens placed in cache slots start..start+L-1, and the new cache.
 
         Same numbers as `__call__` on the whole sequence so far (prefill: the prompt with start 0; then
@@ -214,7 +276,8 @@ class Transformer(nnx.Module):
 
         if layers is None:
             x_BxLxD, (k_NxBxMxGxK, v_NxBxMxGxK) = jax.lax.scan(
-                one_block, x_BxLxD, (stacked_state, cache.key_NxBxMxGxK, cache.value_NxBxMxGxK))
+                one_block, x_BxLxD, (stacked_state, cache.key_NxBxMxGxK, cache.value_NxBxMxGxK)
+            )
         else:
             keys, values = [], []
             for layer in zip(layers, cache.key_NxBxMxGxK, cache.value_NxBxMxGxK, strict=True):

@@ -37,8 +37,12 @@ def split_cpu(count: int) -> None:
         jax.config.update("jax_num_cpu_devices", count)
 
 
-def initialize(mode: str = "auto", coordinator_address: str | None = None,
-               num_processes: int | None = None, process_id: int | None = None) -> bool:
+def initialize(
+    mode: str = "auto",
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> bool:
     """Joins the multi-process job if there is one; returns whether it did.
 
     mode "off" never joins, "on" always does (auto-detecting what is not given), "auto" joins when
@@ -51,6 +55,7 @@ def initialize(mode: str = "auto", coordinator_address: str | None = None,
         return False
     # CPU processes need a collectives library to talk to each other; accelerators ignore this.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
-                               process_id=process_id)
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id
+    )
     return True

@@ -31,30 +31,36 @@ PRESETS = {
 def mesh_shape(mesh_config: ml_collections.ConfigDict, num_devices: int) -> dict[str, int]:
     """Axis sizes for `num_devices`: the preset's, overridden by mesh.data/fsdp/tensor where not 0."""
     if mesh_config.preset not in PRESETS:
-        raise ConfigError(f"config.mesh.preset={mesh_config.preset!r}: must be one of "
-                          f"{', '.join(PRESETS)}")
+        raise ConfigError(f"config.mesh.preset={mesh_config.preset!r}: must be one of {', '.join(PRESETS)}")
     sizes = dict(PRESETS[mesh_config.preset])
     for axis in MESH_AXES:
         value = mesh_config[axis]
         if not isinstance(value, int) or value < -1:
-            raise ConfigError(f"config.mesh.{axis}={value!r}: must be a positive size, -1 (the rest) "
-                              "or 0 (the preset's)")
+            raise ConfigError(
+                f"config.mesh.{axis}={value!r}: must be a positive size, -1 (the rest) or 0 (the preset's)"
+            )
         if value != 0:
             sizes[axis] = value
     fill = [axis for axis in MESH_AXES if sizes[axis] == -1]
     if len(fill) > 1:
-        raise ConfigError(f"config.mesh: only one axis may be -1, got {', '.join(fill)} "
-                          f"(preset {mesh_config.preset!r}); give the others a size")
+        raise ConfigError(
+            f"config.mesh: only one axis may be -1, got {', '.join(fill)} "
+            f"(preset {mesh_config.preset!r}); give the others a size"
+        )
     fixed = math.prod(size for size in sizes.values() if size != -1)
     if fill:
         if num_devices % fixed:
-            raise ConfigError(f"config.mesh: the fixed axis sizes multiply to {fixed}, which does not "
-                              f"divide the {num_devices} devices; {_describe(sizes)}")
+            raise ConfigError(
+                f"config.mesh: the fixed axis sizes multiply to {fixed}, which does not "
+                f"divide the {num_devices} devices; {_describe(sizes)}"
+            )
         sizes[fill[0]] = num_devices // fixed
     if math.prod(sizes.values()) != num_devices:
-        raise ConfigError(f"config.mesh: {_describe(sizes)} makes {math.prod(sizes.values())} devices, "
-                          f"but this job has {num_devices}; make the product {num_devices} or set one "
-                          "axis to -1")
+        raise ConfigError(
+            f"config.mesh: {_describe(sizes)} makes {math.prod(sizes.values())} devices, "
+            f"but this job has {num_devices}; make the product {num_devices} or set one "
+            "axis to -1"
+        )
     return sizes
 
 
@@ -62,8 +68,7 @@ def _describe(sizes: dict[str, int]) -> str:
     return " x ".join(f"{axis}={sizes[axis]}" for axis in MESH_AXES)
 
 
-def make_mesh(mesh_config: ml_collections.ConfigDict,
-              devices: list[jax.Device] | None = None) -> jax.sharding.Mesh:
+def make_mesh(mesh_config: ml_collections.ConfigDict, devices: list[jax.Device] | None = None) -> jax.sharding.Mesh:
     """The mesh over `devices` (default: every device of the job, all hosts)."""
     devices = list(devices if devices is not None else jax.devices())
     sizes = mesh_shape(mesh_config, len(devices))

@@ -40,8 +40,9 @@ class Rules:
 
     table: dict[str, MeshAxes]
 
-    def spec(self, logical_axes: Sequence[str], shape: Sequence[int] | None = None,
-             mesh: jax.sharding.Mesh | None = None) -> PartitionSpec:
+    def spec(
+        self, logical_axes: Sequence[str], shape: Sequence[int] | None = None, mesh: jax.sharding.Mesh | None = None
+    ) -> PartitionSpec:
         """The PartitionSpec of an array with these logical axes.
 
         With `shape` and `mesh`, a dimension that its mesh axes do not divide stays whole (for
@@ -72,7 +73,9 @@ def make_rules(overrides: str = "") -> Rules:
         axes = tuple(filter(None, value.split("+")))
         unknown = [axis for axis in axes if axis not in MESH_AXES]
         if not sep or unknown:
-            raise ConfigError(f"config.mesh.rules={overrides!r}: {item!r} must read "
-                              f"logical=mesh_axis[+mesh_axis] with mesh axes from {', '.join(MESH_AXES)}")
+            raise ConfigError(
+                f"config.mesh.rules={overrides!r}: {item!r} must read "
+                f"logical=mesh_axis[+mesh_axis] with mesh axes from {', '.join(MESH_AXES)}"
+            )
         table[name.strip()] = axes
     return Rules(table)

@@ -44,16 +44,18 @@ def vocab_parallel_cross_entropy(mesh: jax.sharding.Mesh, logits_spec: Partition
         sum_exp_bxL = over_vocab(jax.lax.psum, jnp.sum(jnp.exp(logits_bxLxv - max_bxL[..., None]), -1))
         local_targets_bxL = targets_bxL - start
         here_bxL = (local_targets_bxL >= 0) & (local_targets_bxL < v)
-        picked_bxL = jnp.take_along_axis(logits_bxLxv, jnp.clip(local_targets_bxL, 0, v - 1)[..., None],
-                                         axis=-1)[..., 0]
+        picked_bxL = jnp.take_along_axis(logits_bxLxv, jnp.clip(local_targets_bxL, 0, v - 1)[..., None], axis=-1)[
+            ..., 0
+        ]
         target_logit_bxL = over_vocab(jax.lax.psum, jnp.where(here_bxL, picked_bxL, 0.0))
         loss_bxL = jnp.log(sum_exp_bxL) + max_bxL - target_logit_bxL
         # The target is the argmax when no logit beats it (ties, vanishingly rare, count as correct).
         correct_bxL = (jax.lax.stop_gradient(target_logit_bxL) >= max_bxL).astype(jnp.float32)
-        sums = {"loss_sum": jnp.sum(loss_bxL * weights_bxL),
-                "correct_sum": jnp.sum(correct_bxL * weights_bxL),
-                "weight_sum": jnp.sum(weights_bxL)}
+        sums = {
+            "loss_sum": jnp.sum(loss_bxL * weights_bxL),
+            "correct_sum": jnp.sum(correct_bxL * weights_bxL),
+            "weight_sum": jnp.sum(weights_bxL),
+        }
         return jax.tree.map(lambda s: jax.lax.psum(s, batch_axes) if batch_axes else s, sums)
 
-    return jax.shard_map(local, mesh=mesh, in_specs=(logits_spec, tokens_spec, tokens_spec),
-                         out_specs=PartitionSpec())
+    return jax.shard_map(local, mesh=mesh, in_specs=(logits_spec, tokens_spec, tokens_spec), out_specs=PartitionSpec())

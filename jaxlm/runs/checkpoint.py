@@ -41,24 +41,32 @@ class Checkpointer:
     """Saves and restores a run's state under `directory`, keeping the newest `keep` (and every step
     divisible by `keep_every`); `read_only` opens someone else's checkpoints without touching them."""
 
-    def __init__(self, directory: str, *, keep: int = 1, keep_every: int = 0, async_save: bool = False,
-                 read_only: bool = False):
+    def __init__(
+        self, directory: str, *, keep: int = 1, keep_every: int = 0, async_save: bool = False, read_only: bool = False
+    ):
         # Orbax wants absolute paths; a relative --workdir is the common case on a laptop.
         self.directory = absolute(directory)
         self._last_save: int | None = None
         if read_only:
-            options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0,
-                                                   enable_async_checkpointing=False)
+            options = ocp.CheckpointManagerOptions(
+                read_only=True, create=False, save_interval_steps=0, enable_async_checkpointing=False
+            )
         else:
-            options = ocp.CheckpointManagerOptions(max_to_keep=keep, keep_period=keep_every or None,
-                                                   enable_async_checkpointing=async_save)
+            options = ocp.CheckpointManagerOptions(
+                max_to_keep=keep, keep_period=keep_every or None, enable_async_checkpointing=async_save
+            )
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=_handlers())
 
     def complete_steps(self) -> list[int]:
         """Steps whose checkpoint Orbax finished and marked committed, newest first."""
-        return sorted((step for step in self._manager.all_steps()
-                       if (epath.Path(self.directory) / str(step) / _COMMIT_MARKER).exists()),
-                      reverse=True)
+        return sorted(
+            (
+                step
+                for step in self._manager.all_steps()
+                if (epath.Path(self.directory) / str(step) / _COMMIT_MARKER).exists()
+            ),
+            reverse=True,
+        )
 
     def save(self, step: int, params: dict, opt_state, meta: CheckpointMeta) -> None:
         """Starts writing step's checkpoint (opt_state None: params only); returns once the arrays are
@@ -83,12 +91,13 @@ class Checkpointer:
     def _save_error(self, step, error: Exception) -> CheckpointError:
         kept = self.complete_steps()
         older = f"older checkpoints are intact (newest: step {kept[0]})" if kept else "no older checkpoint"
-        return CheckpointError(f"saving the checkpoint of step {step} in {self.directory} failed "
-                               f"({type(error).__name__}: {error}); {older}. Check free disk space "
-                               "and write permission, then run the same command again.")
+        return CheckpointError(
+            f"saving the checkpoint of step {step} in {self.directory} failed "
+            f"({type(error).__name__}: {error}); {older}. Check free disk space "
+            "and write permission, then run the same command again."
+        )
 
-    def restore_newest(self, abstract_params, abstract_opt_state, *,
-                       report: Callable[[str], None]) -> Restored | None:
+    def restore_newest(self, abstract_params, abstract_opt_state, *, report: Callable[[str], None]) -> Restored | None:
         """The newest checkpoint that restores, onto the shardings of the abstract trees; None if none.
 
         A step that Orbax left without a commit marker, or whose files fail to read, is reported
@@ -98,8 +107,7 @@ class Checkpointer:
         for step in sorted(self._manager.all_steps(), reverse=True):
             if not (epath.Path(self.directory) / str(step) / _COMMIT_MARKER).exists():
                 skipped.append(step)
-                report(f"checkpoint {step} has no commit marker ({_COMMIT_MARKER}): an unfinished "
-                       "save; skipping it")
+                report(f"checkpoint {step} has no commit marker ({_COMMIT_MARKER}): an unfinished save; skipping it")
                 continue
             try:
                 restored = self.restore(step, abstract_params, abstract_opt_state)
@@ -108,13 +116,16 @@ class Checkpointer:
                 report(f"checkpoint {step} cannot be restored ({_cause(error)}); trying an older one")
                 continue
             for bad in skipped:
-                report(f"checkpoint {bad} moved to {self._set_aside(bad)} (kept for inspection; the run "
-                       "will write that step afresh)")
+                report(
+                    f"checkpoint {bad} moved to {self._set_aside(bad)} (kept for inspection; the run "
+                    "will write that step afresh)"
+                )
             return restored
         if skipped:
             raise CheckpointError(
                 f"no checkpoint in {self.directory} can be restored (tried steps "
-                f"{', '.join(map(str, skipped))}); move that directory away to start afresh")
+                f"{', '.join(map(str, skipped))}); move that directory away to start afresh"
+            )
         return None
 
     def _set_aside(self, step: int) -> str:
@@ -137,9 +148,12 @@ class Checkpointer:
         if with_opt_state:
             items["opt_state"] = ocp.args.StandardRestore(abstract_opt_state)
         restored = self._manager.restore(step, args=ocp.args.Composite(**items))
-        return Restored(step=step, params=restored.params,
-                        opt_state=restored["opt_state"] if with_opt_state else None,
-                        meta=CheckpointMeta.from_json(restored.meta, step))
+        return Restored(
+            step=step,
+            params=restored.params,
+            opt_state=restored["opt_state"] if with_opt_state else None,
+            meta=CheckpointMeta.from_json(restored.meta, step),
+        )
 
     def meta(self, step: int) -> CheckpointMeta:
         """Step's metadata, read alone (no arrays)."""
@@ -167,13 +181,15 @@ class Checkpointer:
 
 
 def _handlers() -> dict:
-    return {"params": ocp.StandardCheckpointHandler(), "opt_state": ocp.StandardCheckpointHandler(),
-            "meta": ocp.JsonCheckpointHandler()}
+    return {
+        "params": ocp.StandardCheckpointHandler(),
+        "opt_state": ocp.StandardCheckpointHandler(),
+        "meta": ocp.JsonCheckpointHandler(),
+    }
 
 
 @contextlib.contextmanager
-def reading_step(directory: str, step: int, steps: list[int], *,
-                 restore_from: bool = False) -> Iterator[None]:
+def reading_step(directory: str, step: int, steps: list[int], *, restore_from: bool = False) -> Iterator[None]:
     """Whatever Orbax raises while reading committed `step` (missing, truncated or foreign files) becomes
     one CheckpointError naming the step, the cause and the older steps to use instead.
 
@@ -189,10 +205,11 @@ def reading_step(directory: str, step: int, steps: list[int], *,
         elif restore_from:
             hint = f"move {directory}/{step} out of that folder to start from step {older[0]}"
         else:
-            hint = (f"choose an older complete step ({', '.join(map(str, older))}; --step=N in python -m "
-                    "jaxlm.export and jaxlm.generate)")
-        raise CheckpointError(f"checkpoint {step} in {directory} cannot be read ({_cause(error)}); "
-                              f"{hint}") from error
+            hint = (
+                f"choose an older complete step ({', '.join(map(str, older))}; --step=N in python -m "
+                "jaxlm.export and jaxlm.generate)"
+            )
+        raise CheckpointError(f"checkpoint {step} in {directory} cannot be read ({_cause(error)}); {hint}") from error
 
 
 def _cause(error: Exception) -> str:

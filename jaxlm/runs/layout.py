@@ -1,13 +1,13 @@
 """Where things live in a run's workdir, and the rule for remote (gs://, s3://) paths.
 
-    <workdir>/config.json        the resolved config
-    <workdir>/tokenizer/         the tokenizer the data pipeline trained (and its settings): TOKENIZER_DIR
-    <workdir>/data_cache/        the tokenized corpus: CORPUS_DIR
-    <workdir>/metrics.jsonl      one JSON line per logged step and evaluation
-    <workdir>/tensorboard/       the same numbers as TensorBoard events
-    <workdir>/checkpoints/<step> Orbax checkpoints (or config.checkpoint.directory)
-    <workdir>/bad_checkpoints/   checkpoints that failed to restore, set aside
-    <workdir>/.lock              held by the run using the workdir
+<workdir>/config.json        the resolved config
+<workdir>/tokenizer/         the tokenizer the data pipeline trained (and its settings): TOKENIZER_DIR
+<workdir>/data_cache/        the tokenized corpus: CORPUS_DIR
+<workdir>/metrics.jsonl      one JSON line per logged step and evaluation
+<workdir>/tensorboard/       the same numbers as TensorBoard events
+<workdir>/checkpoints/<step> Orbax checkpoints (or config.checkpoint.directory)
+<workdir>/bad_checkpoints/   checkpoints that failed to restore, set aside
+<workdir>/.lock              held by the run using the workdir
 """
 
 from __future__ import annotations

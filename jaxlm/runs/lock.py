@@ -21,14 +21,18 @@ def make_workdir(workdir: str) -> None:
     try:
         os.makedirs(workdir, exist_ok=True)
     except FileExistsError as error:
-        raise WorkdirError(f"workdir {workdir} is a file, not a folder; give the path of a folder (it is "
-                           "created if missing)") from error
+        raise WorkdirError(
+            f"workdir {workdir} is a file, not a folder; give the path of a folder (it is created if missing)"
+        ) from error
     except NotADirectoryError as error:
-        raise WorkdirError(f"workdir {workdir}: a part of that path is a file, not a folder; give the path "
-                           "of a folder (it is created if missing)") from error
+        raise WorkdirError(
+            f"workdir {workdir}: a part of that path is a file, not a folder; give the path "
+            "of a folder (it is created if missing)"
+        ) from error
     except OSError as error:
-        raise WorkdirError(f"workdir {workdir}: cannot create it ({error.strerror}); give a folder you can "
-                           "write to") from error
+        raise WorkdirError(
+            f"workdir {workdir}: cannot create it ({error.strerror}); give a folder you can write to"
+        ) from error
 
 
 class WorkdirLock:
@@ -54,7 +58,8 @@ class WorkdirLock:
             self._file.close()
             raise WorkdirBusyError(
                 f"{os.path.dirname(self.path)} is in use by {holder}; wait for that run to finish, "
-                "stop it, or pass another --workdir") from None
+                "stop it, or pass another --workdir"
+            ) from None
         self._file.truncate(0)
         self._file.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
         self._file.flush()
@@ -64,5 +69,3 @@ class WorkdirLock:
         if self._file is not None:
             fcntl.flock(self._file, fcntl.LOCK_UN)
             self._file.close()
-
-

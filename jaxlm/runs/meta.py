@@ -65,13 +65,18 @@ class CheckpointMeta:
         """The metadata of the checkpoint of `step` (older layouts kept the counters under "state")."""
         counters = saved.get("state", {})
         tokenizer = saved.get("tokenizer")
-        return cls(step=int(saved.get("step", counters.get("step", step))), config_json=saved["config"],
-                   saved_at=saved.get("saved_at", ""), params_only=bool(saved.get("params_only", False)),
-                   train_seconds=float(saved.get("train_seconds", 0.0)),
-                   skipped_steps=int(saved.get("skipped_steps", counters.get("skipped_steps", 0))),
-                   data_state=saved.get("data_state"),
-                   tokenizer=TokenizerRecord.from_json(tokenizer) if tokenizer else None,
-                   mesh=saved.get("mesh"), imported_from=saved.get("imported_from"))
+        return cls(
+            step=int(saved.get("step", counters.get("step", step))),
+            config_json=saved["config"],
+            saved_at=saved.get("saved_at", ""),
+            params_only=bool(saved.get("params_only", False)),
+            train_seconds=float(saved.get("train_seconds", 0.0)),
+            skipped_steps=int(saved.get("skipped_steps", counters.get("skipped_steps", 0))),
+            data_state=saved.get("data_state"),
+            tokenizer=TokenizerRecord.from_json(tokenizer) if tokenizer else None,
+            mesh=saved.get("mesh"),
+            imported_from=saved.get("imported_from"),
+        )
 
     def config_dict(self) -> dict:
         """The run config as a plain dict."""

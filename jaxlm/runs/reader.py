@@ -45,12 +45,20 @@ def open_run(path: str, step: int | None = None, shardings: dict | None = None) 
     config = config_lib.config_from_json(restored.meta.config_json)
     params = restored.params
     vocab_size = int(np.shape(params["token_embed"]["embedding"])[0])
-    return Run(path=path, step=restored.step, config=config, model_cfg=config_lib.model_config(config, vocab_size),
-               params=params, tokenizer=run_tokenizer(restored.meta, path, config), meta=restored.meta)
+    return Run(
+        path=path,
+        step=restored.step,
+        config=config,
+        model_cfg=config_lib.model_config(config, vocab_size),
+        params=params,
+        tokenizer=run_tokenizer(restored.meta, path, config),
+        meta=restored.meta,
+    )
 
 
-def restore_params(path: str, step: int | None = None, shardings: dict | None = None
-                   ) -> tuple[ml_collections.ConfigDict, dict, int]:
+def restore_params(
+    path: str, step: int | None = None, shardings: dict | None = None
+) -> tuple[ml_collections.ConfigDict, dict, int]:
     """(the run's config, its params, the step) of a workdir or checkpoints directory, as `open_run` reads them."""
     restored = _restore(path, step, shardings)
     return config_lib.config_from_json(restored.meta.config_json), restored.params, restored.step
@@ -59,8 +67,10 @@ def restore_params(path: str, step: int | None = None, shardings: dict | None = 
 def _restore(path: str, step: int | None, shardings: dict | None) -> Restored:
     """The parameters and metadata of a checkpoint; float32 numpy on the host unless `shardings` places them."""
     if not is_remote(path) and not os.path.isdir(path):
-        raise CheckpointError(f"no checkpoints at {path}: no such directory; give the --workdir of a jaxlm run "
-                              "or its checkpoints directory")
+        raise CheckpointError(
+            f"no checkpoints at {path}: no such directory; give the --workdir of a jaxlm run "
+            "or its checkpoints directory"
+        )
     directory = find_checkpoints(path)
     if not epath.Path(directory).exists():
         raise CheckpointError(f"no checkpoints at {path}: expected a run's workdir or its checkpoints directory")
@@ -72,13 +82,17 @@ def _restore(path: str, step: int | None, shardings: dict | None) -> Restored:
         if step is None:
             step = steps[0]
         elif step not in steps:
-            raise CheckpointError(f"{directory} has no complete checkpoint at step {step}; it has "
-                                  f"{', '.join(map(str, sorted(steps)))}")
+            raise CheckpointError(
+                f"{directory} has no complete checkpoint at step {step}; it has {', '.join(map(str, sorted(steps)))}"
+            )
         with reading_step(directory, step, steps):
             shapes = checkpointer.saved_params_shapes(step)
             device = jax.local_devices()[0]
-            placed = shardings if shardings is not None else jax.tree.map(
-                lambda _: jax.sharding.SingleDeviceSharding(device), shapes)
+            placed = (
+                shardings
+                if shardings is not None
+                else jax.tree.map(lambda _: jax.sharding.SingleDeviceSharding(device), shapes)
+            )
             abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, placed)
             restored = checkpointer.restore(step, abstract)
     finally:
@@ -92,8 +106,11 @@ def run_tokenizer(meta: CheckpointMeta, path: str, config: ml_collections.Config
     """The tokenizer a checkpoint was trained with: the copy it carries; for checkpoints without one, the
     workdir's tokenizer folder, else the configured file; None when there is none."""
     if meta.tokenizer is not None:
-        return tokenizer_from_bytes(meta.tokenizer.file, meta.tokenizer.content,
-                                    f"the tokenizer of the checkpoint of step {meta.step} in {path}")
+        return tokenizer_from_bytes(
+            meta.tokenizer.file,
+            meta.tokenizer.content,
+            f"the tokenizer of the checkpoint of step {meta.step} in {path}",
+        )
     for kind in KINDS.values():
         candidate = os.path.join(path, TOKENIZER_DIR, kind.FILENAME)
         if os.path.exists(candidate):

@@ -32,8 +32,11 @@ def evaluate(eval_step, params: dict, batches: list[dict[str, jax.Array]]) -> di
     totals = jax.device_get(totals)
     weight = max(float(totals["weight_sum"]), 1.0)
     loss = float(totals["loss_sum"]) / weight
-    val = {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50.0)),
-           "val_accuracy": float(totals["correct_sum"]) / weight}
+    val = {
+        "val_loss": loss,
+        "val_perplexity": math.exp(min(loss, 50.0)),
+        "val_accuracy": float(totals["correct_sum"]) / weight,
+    }
     if "next_sentence_weight_sum" in totals:  # sentence-pair batches: BERT's next-sentence prediction
         pairs = max(float(totals["next_sentence_weight_sum"]), 1.0)
         val["val_next_sentence_loss"] = float(totals["next_sentence_loss_sum"]) / pairs

@@ -64,8 +64,9 @@ def _say(line: str) -> None:
         print(line, flush=True)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, *,
-        reference: tuple[str, ml_collections.ConfigDict] | None = None) -> RunResult:
+def run(
+    config: ml_collections.ConfigDict, workdir: str, *, reference: tuple[str, ml_collections.ConfigDict] | None = None
+) -> RunResult:
     """Trains (or resumes training) the model the config describes; everything goes to workdir.
 
     `reference` is (name, config) of the recipe the config came from, before overrides: the start summary
@@ -77,17 +78,23 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
         return _run(config, workdir, stop, reference)
 
 
-def _run(config: ml_collections.ConfigDict, workdir: str, stop: StopSignals,
-         reference: tuple[str, ml_collections.ConfigDict] | None) -> RunResult:
+def _run(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    stop: StopSignals,
+    reference: tuple[str, ml_collections.ConfigDict] | None,
+) -> RunResult:
     c = config.checkpoint
-    checkpointer = Checkpointer(layout.checkpoints_dir(workdir, c.directory), keep=c.keep,
-                                keep_every=c.keep_every, async_save=c.async_save)
+    checkpointer = Checkpointer(
+        layout.checkpoints_dir(workdir, c.directory), keep=c.keep, keep_every=c.keep_every, async_save=c.async_save
+    )
     try:
         newest = checkpointer.newest_meta()
         data = _load_data(config, workdir, newest)
         config_lib.check_vocab(config, data.tokenizer.vocab_size)
-        trainer = make_trainer(config, config_lib.model_config(config, data.tokenizer.vocab_size),
-                               make_mesh(config.mesh))
+        trainer = make_trainer(
+            config, config_lib.model_config(config, data.tokenizer.vocab_size), make_mesh(config.mesh)
+        )
         start = start_state(config, trainer, checkpointer, newest, data, _say)
         if _is_main():
             with open(os.path.join(workdir, layout.CONFIG_FILE), "w") as f:
@@ -104,9 +111,14 @@ def _run(config: ml_collections.ConfigDict, workdir: str, stop: StopSignals,
     elapsed = time.perf_counter() - loop.start_time
     steps_run = max(loop.last_step_now - start.step, 1)
     _say(f"done  | {steps_run} steps in {format_duration(elapsed)} ({elapsed / steps_run * 1e3:.1f} ms/step)")
-    return RunResult(final_loss=loop.loss, val_loss=loop.val.get("val_loss"),
-                     val_accuracy=loop.val.get("val_accuracy"), sample=text, steps_per_second=steps_run / elapsed,
-                     start_step=start.step)
+    return RunResult(
+        final_loss=loop.loss,
+        val_loss=loop.val.get("val_loss"),
+        val_accuracy=loop.val.get("val_accuracy"),
+        sample=text,
+        steps_per_second=steps_run / elapsed,
+        start_step=start.step,
+    )
 
 
 def _load_data(config: ml_collections.ConfigDict, workdir: str, newest: CheckpointMeta | None) -> Data:
@@ -115,31 +127,47 @@ def _load_data(config: ml_collections.ConfigDict, workdir: str, newest: Checkpoi
     the tokenizer first; the other processes then read it."""
     tokenizer = None
     if newest is not None and newest.tokenizer is not None and not config.data.tokenizer.path:
-        tokenizer = tokenizer_from_bytes(newest.tokenizer.file, newest.tokenizer.content,
-                                         f"the tokenizer of the checkpoint of step {newest.step}")
+        tokenizer = tokenizer_from_bytes(
+            newest.tokenizer.file, newest.tokenizer.content, f"the tokenizer of the checkpoint of step {newest.step}"
+        )
 
     def build() -> Data:
-        return build_data(config.data, **config_lib.data_arguments(config), tokenizer=tokenizer,
-                          cache_dir=layout.data_cache(workdir))
+        return build_data(
+            config.data, **config_lib.data_arguments(config), tokenizer=tokenizer, cache_dir=layout.data_cache(workdir)
+        )
 
     if jax.process_count() == 1:
         return build()
     from jax.experimental import multihost_utils
+
     data = build() if _is_main() else None
     multihost_utils.sync_global_devices("jaxlm: tokenizer ready")
     return data if data is not None else build()
 
 
-def _print_start(config: ml_collections.ConfigDict, trainer: Trainer, data: Data, workdir: str,
-                 reference: tuple[str, ml_collections.ConfigDict] | None) -> None:
+def _print_start(
+    config: ml_collections.ConfigDict,
+    trainer: Trainer,
+    data: Data,
+    workdir: str,
+    reference: tuple[str, ml_collections.ConfigDict] | None,
+) -> None:
     mesh_text = " x ".join(f"{axis} {size}" for axis, size in trainer.mesh.shape.items())
-    _say(f"jaxlm | {config.model.family} ({config_lib.objective(config)}) | "
-         f"{param_count(trainer.abstract_params) / 1e6:.2f}M parameters | {jax.device_count()} x "
-         f"{jax.devices()[0].platform} in {jax.process_count()} process(es) | mesh {mesh_text} | "
-         f"workdir {workdir}")
+    _say(
+        f"jaxlm | {config.model.family} ({config_lib.objective(config)}) | "
+        f"{param_count(trainer.abstract_params) / 1e6:.2f}M parameters | {jax.device_count()} x "
+        f"{jax.devices()[0].platform} in {jax.process_count()} process(es) | mesh {mesh_text} | "
+        f"workdir {workdir}"
+    )
     _say(f"data  | {data.summary}")
-    for line in start_lines(config, reference, trainer.abstract_params, trainer.abstract_state,
-                            trainer.state_sharding, trainer.params_sharding):
+    for line in start_lines(
+        config,
+        reference,
+        trainer.abstract_params,
+        trainer.abstract_state,
+        trainer.state_sharding,
+        trainer.params_sharding,
+    ):
         _say(line)
 
 
@@ -147,9 +175,16 @@ def _demo(config: ml_collections.ConfigDict, model_cfg: ModelConfig, params: dic
     """A short continuation of the prompt (causal) or a fill-mask demonstration (MLM)."""
     graphdef = inference_graphdef(model_cfg)
     if config_lib.objective(config) == "causal":
-        new_ids = sample(graphdef, params, tokenizer.encode(config.sample.prompt),
-                         num_tokens=config.sample.num_tokens, max_len=model_cfg.max_len,
-                         temperature=config.sample.temperature, seed=config.seed, eos_id=tokenizer.eos_id)
+        new_ids = sample(
+            graphdef,
+            params,
+            tokenizer.encode(config.sample.prompt),
+            num_tokens=config.sample.num_tokens,
+            max_len=model_cfg.max_len,
+            temperature=config.sample.temperature,
+            seed=config.seed,
+            eos_id=tokenizer.eos_id,
+        )
         return config.sample.prompt + tokenizer.decode(new_ids)
     return "\n".join(demo_lines(graphdef, params, tokenizer, config.sample.prompt, model_cfg.max_len))
 
@@ -157,8 +192,16 @@ def _demo(config: ml_collections.ConfigDict, model_cfg: ModelConfig, params: dic
 class _Loop:
     """The steps of one invocation: dispatch, log, evaluate, save, stop on a signal."""
 
-    def __init__(self, config: ml_collections.ConfigDict, trainer: Trainer, data: Data, checkpointer: Checkpointer,
-                 start: Start, workdir: str, stop: StopSignals):
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        trainer: Trainer,
+        data: Data,
+        checkpointer: Checkpointer,
+        start: Start,
+        workdir: str,
+        stop: StopSignals,
+    ):
         self.config, self.trainer, self.data, self.checkpointer, self.stop = config, trainer, data, checkpointer, stop
         self.state, self.first_step, self.train_seconds = start.state, start.step, start.train_seconds
         self.last_saved = start.checkpoint  # the newest checkpoint written or restored
@@ -177,12 +220,15 @@ class _Loop:
 
     def _check_host_rows(self) -> None:
         rows = partition.host_row_range(self.trainer.batch_shardings["inputs"], self.global_rows, self.seq_len)
-        expected = (self.global_rows * self.process // self.processes,
-                    self.global_rows * (self.process + 1) // self.processes)
+        expected = (
+            self.global_rows * self.process // self.processes,
+            self.global_rows * (self.process + 1) // self.processes,
+        )
         if rows != expected:
             raise config_lib.ConfigError(
                 f"config.mesh: this mesh gives host {self.process} rows {rows[0]}..{rows[1]} of each batch, not an "
-                "equal contiguous share; put the tensor axis within hosts (a smaller mesh.tensor)")
+                "equal contiguous share; put the tensor axis within hosts (a smaller mesh.tensor)"
+            )
 
     def _device_batch(self, host_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         return partition.put_batch(host_batch, self.trainer.batch_shardings, self.global_rows)
@@ -195,8 +241,9 @@ class _Loop:
         _say(f"compiled train step in {time.perf_counter() - compile_start:.1f} s")
         val_batches = [self._device_batch(b) for b in self.data.host_val_batches(self.process, self.processes)]
         # This host's batches, built ahead in a background thread while the devices work.
-        batches = self.data.train.iterate(self.first_step, self.process, self.processes,
-                                          prefetch=self.config.data.prefetch)
+        batches = self.data.train.iterate(
+            self.first_step, self.process, self.processes, prefetch=self.config.data.prefetch
+        )
         self.writer = MetricWriter(self.workdir, self.first_step, self.config.to_json_best_effort(indent=2))
         _say(f"logs  | {self.writer.path} and TensorBoard events in {self.writer.tensorboard_dir}")
         self.progress = Progress(self.steps, self.first_step, enabled=_is_main())
@@ -212,14 +259,19 @@ class _Loop:
                 if val_batches and ((every.eval.every and step % every.eval.every == 0) or step == self.last_step_now):
                     self._evaluate(step, val_batches)
                 stopping = self.stop.requested(step)
-                if (stopping or step == self.last_step_now
-                        or (every.checkpoint.every and step % every.checkpoint.every == 0)):
+                if (
+                    stopping
+                    or step == self.last_step_now
+                    or (every.checkpoint.every and step % every.checkpoint.every == 0)
+                ):
                     self._report_pending()
                     self._save(step)
                 if stopping and step < self.steps:
                     self._wait_for_saves()
-                    raise Preempted(f"stopped by a signal at step {step}/{self.steps} after saving a checkpoint; "
-                                    "run the same command to continue")
+                    raise Preempted(
+                        f"stopped by a signal at step {step}/{self.steps} after saving a checkpoint; "
+                        "run the same command to continue"
+                    )
             self._report_pending()
             self._wait_for_saves()
         finally:
@@ -248,9 +300,15 @@ class _Loop:
         if not math.isfinite(metrics["loss"]) and not self.config.train.skip_nonfinite:
             raise self._diverged(step, metrics["loss"])
         tokens_per_step = self.global_rows * self.seq_len
-        record = {"step": step, "loss": metrics["loss"], "accuracy": metrics["accuracy"],
-                  "perplexity": math.exp(min(metrics["loss"], 50.0)), "grad_norm": metrics["grad_norm"],
-                  "learning_rate": metrics["learning_rate"], "tokens_per_second": tokens_per_step / seconds_per_step}
+        record = {
+            "step": step,
+            "loss": metrics["loss"],
+            "accuracy": metrics["accuracy"],
+            "perplexity": math.exp(min(metrics["loss"], 50.0)),
+            "grad_norm": metrics["grad_norm"],
+            "learning_rate": metrics["learning_rate"],
+            "tokens_per_second": tokens_per_step / seconds_per_step,
+        }
         record.update({k: metrics[k] for k in ("next_sentence_loss", "next_sentence_accuracy") if k in metrics})
         utilisation = mfu(self.flops_per_step, seconds_per_step, self.peak_per_device, jax.device_count())
         if utilisation is not None:
@@ -260,31 +318,43 @@ class _Loop:
         self.loss = record["loss"]
 
     def _diverged(self, step: int, value: float | None = None) -> TrainingError:
-        good = (f"the last good checkpoint is step {self.last_saved} in {self.checkpointer.directory}"
-                if self.last_saved is not None else "no checkpoint was saved")
+        good = (
+            f"the last good checkpoint is step {self.last_saved} in {self.checkpointer.directory}"
+            if self.last_saved is not None
+            else "no checkpoint was saved"
+        )
         what = f"loss is {value}" if value is not None else "the loss or gradient is not finite"
         return TrainingError(
             f"{what} at step {step}: training diverged; {good} (nothing after it was written). Lower "
             f"train.learning_rate (now {self.config.train.learning_rate}), raise train.warmup_steps, set "
-            "train.clip_norm, or set train.skip_nonfinite=True to skip such steps.")
+            "train.clip_norm, or set train.skip_nonfinite=True to skip such steps."
+        )
 
     def _save(self, step: int) -> None:
         """Checks the state is finite, then starts writing it (the loop goes on while it writes)."""
         first_bad, skipped = (int(x) for x in jax.device_get((self.state.first_bad_step, self.state.skipped_steps)))
         if first_bad and not self.config.train.skip_nonfinite:
             raise self._diverged(first_bad)
-        meta = CheckpointMeta(step=step, config_json=self.config.to_json_best_effort(), saved_at=now_iso(),
-                              train_seconds=self.train_seconds + time.perf_counter() - self.start_time,
-                              skipped_steps=skipped, data_state=self.data.train.state(step),
-                              tokenizer=self.tokenizer, mesh=self.mesh_shape)
+        meta = CheckpointMeta(
+            step=step,
+            config_json=self.config.to_json_best_effort(),
+            saved_at=now_iso(),
+            train_seconds=self.train_seconds + time.perf_counter() - self.start_time,
+            skipped_steps=skipped,
+            data_state=self.data.train.state(step),
+            tokenizer=self.tokenizer,
+            mesh=self.mesh_shape,
+        )
         start = time.perf_counter()
         try:
             self.checkpointer.save(step, self.state.params, self.state.opt_state, meta)
         except CheckpointError as error:
             raise TrainingError(str(error)) from error
         self.last_saved = step
-        self.progress.write(f"save  | step {step} -> {self.checkpointer.directory}/{step} "
-                            f"(loop waited {time.perf_counter() - start:.2f} s)")
+        self.progress.write(
+            f"save  | step {step} -> {self.checkpointer.directory}/{step} "
+            f"(loop waited {time.perf_counter() - start:.2f} s)"
+        )
 
     def _wait_for_saves(self) -> None:
         try:

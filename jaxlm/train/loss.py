@@ -10,8 +10,9 @@ import jax.numpy as jnp
 import optax
 
 
-def weighted_cross_entropy(logits_BxLxV: jax.Array, targets_BxL: jax.Array, weights_BxL: jax.Array
-                           ) -> dict[str, jax.Array]:
+def weighted_cross_entropy(
+    logits_BxLxV: jax.Array, targets_BxL: jax.Array, weights_BxL: jax.Array
+) -> dict[str, jax.Array]:
     """Sums over the batch: weighted loss, weighted correct predictions, and the weight itself.
 
     Sums, not means, so that micro-batches and evaluation batches add up exactly.

@@ -14,9 +14,17 @@ import jax
 # Dense bf16 peak FLOP/s per device, by a substring of `device.device_kind` (lower case); the
 # first match wins, so the more specific names come first.
 PEAK_FLOPS = (
-    ("v5 lite", 197e12), ("v5e", 197e12), ("v5p", 459e12), ("v5", 459e12),
-    ("v6 lite", 918e12), ("v6e", 918e12), ("v4", 275e12),
-    ("a100", 312e12), ("h100 pcie", 756e12), ("h100", 989e12), ("h200", 989e12),
+    ("v5 lite", 197e12),
+    ("v5e", 197e12),
+    ("v5p", 459e12),
+    ("v5", 459e12),
+    ("v6 lite", 918e12),
+    ("v6e", 918e12),
+    ("v4", 275e12),
+    ("a100", 312e12),
+    ("h100 pcie", 756e12),
+    ("h100", 989e12),
+    ("h200", 989e12),
 )
 # A measured peak for devices the table lacks (a CPU, say), in FLOP/s per device.
 PEAK_FLOPS_ENV = "JAXLM_PEAK_FLOPS"
@@ -32,8 +40,9 @@ def peak_flops(device: jax.Device) -> float | None:
     return next((flops for name, flops in PEAK_FLOPS if name in kind), None)
 
 
-def mfu(flops_per_step: float, seconds_per_step: float, peak_per_device: float | None,
-        num_devices: int) -> float | None:
+def mfu(
+    flops_per_step: float, seconds_per_step: float, peak_per_device: float | None, num_devices: int
+) -> float | None:
     """The fraction of the devices' peak the step's model FLOPs used; None when the peak is unknown."""
     if peak_per_device is None or seconds_per_step <= 0:
         return None

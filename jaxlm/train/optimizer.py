@@ -16,8 +16,9 @@ def learning_rate_schedule(train: ml_collections.ConfigDict) -> optax.Schedule:
     warmup = optax.linear_schedule(0.0, train.learning_rate, max(train.warmup_steps, 1))
     decay_steps = max(train.steps - train.warmup_steps, 1)
     if train.decay == "cosine":
-        decay = optax.cosine_decay_schedule(train.learning_rate, decay_steps,
-                                            alpha=train.end_learning_rate / train.learning_rate)
+        decay = optax.cosine_decay_schedule(
+            train.learning_rate, decay_steps, alpha=train.end_learning_rate / train.learning_rate
+        )
     elif train.decay == "linear":
         decay = optax.linear_schedule(train.learning_rate, train.end_learning_rate, decay_steps)
     else:
@@ -38,13 +39,19 @@ def weight_decay_mask(params: dict, decay_embeddings: bool) -> dict:
     return jax.tree_util.tree_map_with_path(decays, params)
 
 
-def make_optimizer(train: ml_collections.ConfigDict, params: dict
-                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def make_optimizer(
+    train: ml_collections.ConfigDict, params: dict
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """The optax chain for a run and its learning-rate schedule."""
     schedule = learning_rate_schedule(train)
-    adamw = optax.adamw(schedule, b1=train.b1, b2=train.b2, eps=train.eps,
-                        weight_decay=train.weight_decay,
-                        mask=weight_decay_mask(params, train.decay_embeddings))
+    adamw = optax.adamw(
+        schedule,
+        b1=train.b1,
+        b2=train.b2,
+        eps=train.eps,
+        weight_decay=train.weight_decay,
+        mask=weight_decay_mask(params, train.decay_embeddings),
+    )
     if train.clip_norm > 0:
         return optax.chain(optax.clip_by_global_norm(train.clip_norm), adamw), schedule
     return adamw, schedule

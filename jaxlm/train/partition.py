@@ -24,25 +24,34 @@ def param_axes(model_cfg: ModelConfig) -> dict:
     """The logical axis names of every parameter, as a pure dict shaped like the params."""
     abstract = nnx.eval_shape(lambda: Transformer(model_cfg, rngs=nnx.Rngs(0)))
     _, state = nnx.split(abstract)
-    return nnx.to_pure_dict(jax.tree.map(lambda v: v.replace(v.axes), state,
-                                         is_leaf=lambda x: isinstance(x, nnx.Variable)))
+    return nnx.to_pure_dict(
+        jax.tree.map(lambda v: v.replace(v.axes), state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+    )
 
 
 def param_shardings(axes: dict, abstract_params: dict, mesh: jax.sharding.Mesh, rules: Rules) -> dict:
     """A NamedSharding per parameter, from its logical axes."""
-    return jax.tree.map(lambda names, x: NamedSharding(mesh, rules.spec(names, x.shape, mesh)),
-                        axes, abstract_params, is_leaf=lambda x: isinstance(x, tuple))
+    return jax.tree.map(
+        lambda names, x: NamedSharding(mesh, rules.spec(names, x.shape, mesh)),
+        axes,
+        abstract_params,
+        is_leaf=lambda x: isinstance(x, tuple),
+    )
 
 
-def state_shardings(optimizer: optax.GradientTransformation, abstract_state: TrainState,
-                    params_sharding: dict, mesh: jax.sharding.Mesh) -> TrainState:
+def state_shardings(
+    optimizer: optax.GradientTransformation, abstract_state: TrainState, params_sharding: dict, mesh: jax.sharding.Mesh
+) -> TrainState:
     """Shardings of the whole TrainState: moments like their parameters, counters replicated."""
     replicated = NamedSharding(mesh, PartitionSpec())
     opt_sharding = optax.tree_map_params(
-        optimizer, lambda _, sharding: sharding, abstract_state.opt_state, params_sharding,
-        transform_non_params=lambda _: replicated)
-    return jax.tree.map(lambda _: replicated, abstract_state).replace(
-        params=params_sharding, opt_state=opt_sharding)
+        optimizer,
+        lambda _, sharding: sharding,
+        abstract_state.opt_state,
+        params_sharding,
+        transform_non_params=lambda _: replicated,
+    )
+    return jax.tree.map(lambda _: replicated, abstract_state).replace(params=params_sharding, opt_state=opt_sharding)
 
 
 def batch_sharding(mesh: jax.sharding.Mesh, rules: Rules) -> NamedSharding:
@@ -62,8 +71,9 @@ def logits_spec(mesh: jax.sharding.Mesh, rules: Rules, vocab_size: int) -> Parti
     return rules.spec(("batch", "length", "vocab"), (0, 0, vocab_size), mesh)
 
 
-def check_fits(mesh: jax.sharding.Mesh, rules: Rules, model_cfg: ModelConfig, batch_size: int,
-               grad_accum_steps: int) -> None:
+def check_fits(
+    mesh: jax.sharding.Mesh, rules: Rules, model_cfg: ModelConfig, batch_size: int, grad_accum_steps: int
+) -> None:
     """Raises ConfigError when the mesh cannot split the batch, the heads or the FFN as asked."""
     shape = dict(mesh.shape)
     batch_ways = int(np.prod([shape[a] for a in rules.table["batch"]]))
@@ -72,20 +82,26 @@ def check_fits(mesh: jax.sharding.Mesh, rules: Rules, model_cfg: ModelConfig, ba
         raise ConfigError(
             f"config.data.batch_size={batch_size}: with train.grad_accum_steps={grad_accum_steps} each "
             f"micro-batch has {micro} rows, which the {batch_ways} batch-parallel devices "
-            f"({' x '.join(f'mesh.{a}={shape[a]}' for a in rules.table['batch'])}) cannot split evenly")
-    for name, size, field in (("heads", model_cfg.num_heads, "model.num_heads"),
-                              ("mlp", model_cfg.mlp_dim, "model.mlp_dim")):
+            f"({' x '.join(f'mesh.{a}={shape[a]}' for a in rules.table['batch'])}) cannot split evenly"
+        )
+    for name, size, field in (
+        ("heads", model_cfg.num_heads, "model.num_heads"),
+        ("mlp", model_cfg.mlp_dim, "model.mlp_dim"),
+    ):
         ways = int(np.prod([shape[a] for a in rules.table[name]]))
         if size % ways:
             axes = " x ".join(f"mesh.{a}={shape[a]}" for a in rules.table[name])
-            raise ConfigError(f"config.{field}={size}: is not divisible by the {ways}-way split over "
-                              f"{axes}; pick a tensor size that divides it")
+            raise ConfigError(
+                f"config.{field}={size}: is not divisible by the {ways}-way split over "
+                f"{axes}; pick a tensor size that divides it"
+            )
 
 
 def per_device_bytes(tree, shardings) -> int:
     """Bytes one device holds of `tree` (arrays or ShapeDtypeStructs) laid out by `shardings` (a tree like it)."""
-    sizes = jax.tree.map(lambda x, s: int(np.prod(s.shard_shape(x.shape))) * np.dtype(x.dtype).itemsize,
-                         tree, shardings)
+    sizes = jax.tree.map(
+        lambda x, s: int(np.prod(s.shard_shape(x.shape))) * np.dtype(x.dtype).itemsize, tree, shardings
+    )
     return sum(jax.tree.leaves(sizes))
 
 
@@ -99,8 +115,11 @@ def host_row_range(sharding: NamedSharding, global_rows: int, row_width: int) ->
     return start, stop
 
 
-def put_batch(host_batch: dict[str, np.ndarray], shardings: dict[str, NamedSharding], global_rows: int
-              ) -> dict[str, jax.Array]:
+def put_batch(
+    host_batch: dict[str, np.ndarray], shardings: dict[str, NamedSharding], global_rows: int
+) -> dict[str, jax.Array]:
     """Global device arrays from this host's rows of a batch (all hosts call this together)."""
-    return {k: jax.make_array_from_process_local_data(shardings[k], v, (global_rows, *v.shape[1:]))
-            for k, v in host_batch.items()}
+    return {
+        k: jax.make_array_from_process_local_data(shardings[k], v, (global_rows, *v.shape[1:]))
+        for k, v in host_batch.items()
+    }

@@ -26,20 +26,30 @@ def format_mfu(mfu: float | None) -> str:
 
 def step_line(step: int, steps: int, record: dict, seconds_per_step: float) -> str:
     """The periodic progress line of a training step (record: a metrics.jsonl record)."""
-    pairs = (f"nsp_loss {record['next_sentence_loss']:.4f} | nsp_acc {record['next_sentence_accuracy']:.3f} | "
-             if "next_sentence_loss" in record else "")
-    return (f"step {step:>6}/{steps} | loss {record['loss']:.4f} | acc {record['accuracy']:.3f} | {pairs}"
-            f"lr {record['learning_rate']:.2e} | gnorm {record['grad_norm']:.2f} | "
-            f"{record['tokens_per_second']:,.0f} tok/s | mfu {format_mfu(record.get('mfu'))} | "
-            f"{seconds_per_step * 1e3:.1f} ms/step | eta {format_duration(seconds_per_step * (steps - step))}")
+    pairs = (
+        f"nsp_loss {record['next_sentence_loss']:.4f} | nsp_acc {record['next_sentence_accuracy']:.3f} | "
+        if "next_sentence_loss" in record
+        else ""
+    )
+    return (
+        f"step {step:>6}/{steps} | loss {record['loss']:.4f} | acc {record['accuracy']:.3f} | {pairs}"
+        f"lr {record['learning_rate']:.2e} | gnorm {record['grad_norm']:.2f} | "
+        f"{record['tokens_per_second']:,.0f} tok/s | mfu {format_mfu(record.get('mfu'))} | "
+        f"{seconds_per_step * 1e3:.1f} ms/step | eta {format_duration(seconds_per_step * (steps - step))}"
+    )
 
 
 def eval_line(step: int, steps: int, val: dict) -> str:
     """The line an evaluation prints."""
-    return (f"eval {step:>6}/{steps} | val_loss {val['val_loss']:.4f} | "
-            f"val_ppl {val['val_perplexity']:.2f} | val_acc {val['val_accuracy']:.3f}"
-            + (f" | val_nsp_loss {val['val_next_sentence_loss']:.4f} | val_nsp_acc "
-               f"{val['val_next_sentence_accuracy']:.3f}" if "val_next_sentence_loss" in val else ""))
+    return (
+        f"eval {step:>6}/{steps} | val_loss {val['val_loss']:.4f} | "
+        f"val_ppl {val['val_perplexity']:.2f} | val_acc {val['val_accuracy']:.3f}"
+        + (
+            f" | val_nsp_loss {val['val_next_sentence_loss']:.4f} | val_nsp_acc {val['val_next_sentence_accuracy']:.3f}"
+            if "val_next_sentence_loss" in val
+            else ""
+        )
+    )
 
 
 def parse_line(line: str) -> dict[str, str]:
@@ -66,15 +76,27 @@ class Progress:
     Other lines (evaluations, saves) go through `write`, which prints them above the bar.
     """
 
-    def __init__(self, steps: int, start_step: int, *, stream: TextIO | None = None,
-                 tty: bool | None = None, enabled: bool = True):
+    def __init__(
+        self,
+        steps: int,
+        start_step: int,
+        *,
+        stream: TextIO | None = None,
+        tty: bool | None = None,
+        enabled: bool = True,
+    ):
         self.steps, self.enabled = steps, enabled
         self.stream = stream or sys.stdout
         tty = self.stream.isatty() if tty is None else tty
         self._bar = None
         if enabled and tty:
-            self._bar = tqdm(total=steps, initial=start_step, file=self.stream, dynamic_ncols=True,
-                             bar_format="step {n_fmt}/{total_fmt} |{bar}| {percentage:3.0f}%{postfix}")
+            self._bar = tqdm(
+                total=steps,
+                initial=start_step,
+                file=self.stream,
+                dynamic_ncols=True,
+                bar_format="step {n_fmt}/{total_fmt} |{bar}| {percentage:3.0f}%{postfix}",
+            )
 
     def step(self, step: int, record: dict, seconds_per_step: float) -> None:
         """Shows a logged step's metrics (its metrics.jsonl record)."""
@@ -86,7 +108,9 @@ class Progress:
         self._bar.set_postfix_str(
             f"loss {record['loss']:.4f} | lr {record['learning_rate']:.2e} | "
             f"{record['tokens_per_second']:,.0f} tok/s | mfu {format_mfu(record.get('mfu'))} | "
-            f"eta {format_duration(seconds_per_step * (self.steps - step))}", refresh=False)
+            f"eta {format_duration(seconds_per_step * (self.steps - step))}",
+            refresh=False,
+        )
         self._bar.update(step - self._bar.n)
 
     def write(self, line: str) -> None:

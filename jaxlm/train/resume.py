@@ -44,11 +44,18 @@ def check_same_model(meta: CheckpointMeta, config: ml_collections.ConfigDict) ->
             raise CheckpointError(
                 f"the checkpoint at step {meta.step} was trained with {field}={saved[field]!r}, but this run asks "
                 f"for {ours[field]!r}, a model with other parameters; run with {field}={saved[field]!r} to "
-                "resume, or use a new --workdir")
+                "resume, or use a new --workdir"
+            )
 
 
-def start_state(config: ml_collections.ConfigDict, trainer: Trainer, checkpointer: Checkpointer,
-                newest: CheckpointMeta | None, data: Data, say: Callable[[str], None]) -> Start:
+def start_state(
+    config: ml_collections.ConfigDict,
+    trainer: Trainer,
+    checkpointer: Checkpointer,
+    newest: CheckpointMeta | None,
+    data: Data,
+    say: Callable[[str], None],
+) -> Start:
     """The newest checkpoint of `checkpointer` that restores, else `checkpoint.restore_from`'s weights,
     else fresh parameters from `config.seed`; `say` prints what was chosen.
 
@@ -59,10 +66,13 @@ def start_state(config: ml_collections.ConfigDict, trainer: Trainer, checkpointe
         check_same_model(newest, config)
     restored = checkpointer.restore_newest(
         with_shardings(trainer.abstract_params, trainer.params_sharding),
-        with_shardings(trainer.abstract_state.opt_state, trainer.state_sharding.opt_state), report=say)
+        with_shardings(trainer.abstract_state.opt_state, trainer.state_sharding.opt_state),
+        report=say,
+    )
     if restored is None:
-        state = _restore_from(config, trainer, say) if config.checkpoint.restore_from else trainer.init_state(
-            config.seed)
+        state = (
+            _restore_from(config, trainer, say) if config.checkpoint.restore_from else trainer.init_state(config.seed)
+        )
         return Start(state=state, step=0, train_seconds=0.0, checkpoint=None)
     meta = restored.meta
     check_same_model(meta, config)
@@ -73,14 +83,24 @@ def start_state(config: ml_collections.ConfigDict, trainer: Trainer, checkpointe
         state = state.replace(step=jax.device_put(np.int32(meta.step), trainer.state_sharding.step))
     else:
         state = jax.device_put(
-            TrainState(step=np.int32(meta.step), params=restored.params, opt_state=restored.opt_state,
-                       first_bad_step=np.int32(0), skipped_steps=np.int32(meta.skipped_steps)),
-            trainer.state_sharding)
-    say(f"resume | step {restored.step} from {checkpointer.directory}/{restored.step} (saved {meta.saved_at}; "
-        f"{format_duration(meta.train_seconds)} of training kept)")
+            TrainState(
+                step=np.int32(meta.step),
+                params=restored.params,
+                opt_state=restored.opt_state,
+                first_bad_step=np.int32(0),
+                skipped_steps=np.int32(meta.skipped_steps),
+            ),
+            trainer.state_sharding,
+        )
+    say(
+        f"resume | step {restored.step} from {checkpointer.directory}/{restored.step} (saved {meta.saved_at}; "
+        f"{format_duration(meta.train_seconds)} of training kept)"
+    )
     if config.checkpoint.restore_from:
-        say(f"note  | checkpoint.restore_from={config.checkpoint.restore_from!r} is not used: this workdir has "
-            "checkpoints of its own, and the run continues them (give a new --workdir to start from those weights)")
+        say(
+            f"note  | checkpoint.restore_from={config.checkpoint.restore_from!r} is not used: this workdir has "
+            "checkpoints of its own, and the run continues them (give a new --workdir to start from those weights)"
+        )
     return Start(state=state, step=restored.step, train_seconds=meta.train_seconds, checkpoint=restored.step)
 
 
@@ -97,24 +117,34 @@ def _restore_from(config: ml_collections.ConfigDict, trainer: Trainer, say: Call
         for path, wanted in jax.tree_util.tree_leaves_with_path(trainer.abstract_params):
             if path not in saved or saved[path].shape != wanted.shape:
                 found = saved[path].shape if path in saved else "nothing"
-                raise CheckpointError(f"checkpoint.restore_from={source!r}: parameter "
-                                      f"{jax.tree_util.keystr(path)} is {found} there but {wanted.shape} "
-                                      "in this run's model; the model fields must match")
+                raise CheckpointError(
+                    f"checkpoint.restore_from={source!r}: parameter "
+                    f"{jax.tree_util.keystr(path)} is {found} there but {wanted.shape} "
+                    "in this run's model; the model fields must match"
+                )
         with_optimizer = not config.checkpoint.params_only
         if with_optimizer and not other.has_optimizer_state(steps[0]):
-            raise CheckpointError(f"checkpoint.restore_from={source!r}: step {steps[0]} holds parameters only "
-                                  "(an imported model), no optimizer state; leave checkpoint.params_only=True")
+            raise CheckpointError(
+                f"checkpoint.restore_from={source!r}: step {steps[0]} holds parameters only "
+                "(an imported model), no optimizer state; leave checkpoint.params_only=True"
+            )
         with reading_step(other.directory, steps[0], steps, restore_from=True):
             restored = other.restore(
-                steps[0], with_shardings(trainer.abstract_params, trainer.params_sharding),
+                steps[0],
+                with_shardings(trainer.abstract_params, trainer.params_sharding),
                 with_shardings(trainer.abstract_state.opt_state, trainer.state_sharding.opt_state)
-                if with_optimizer else None)
+                if with_optimizer
+                else None,
+            )
     finally:
         other.close()
-    say(f"start | weights from {other.directory} step {restored.step}"
-        + (" (optimizer state and step too)" if with_optimizer else ""))
+    say(
+        f"start | weights from {other.directory} step {restored.step}"
+        + (" (optimizer state and step too)" if with_optimizer else "")
+    )
     state = trainer.state_from_params(restored.params)
     if not with_optimizer:
         return state
-    return state.replace(opt_state=restored.opt_state,
-                         step=jax.device_put(np.int32(restored.step), trainer.state_sharding.step))
+    return state.replace(
+        opt_state=restored.opt_state, step=jax.device_put(np.int32(restored.step), trainer.state_sharding.step)
+    )

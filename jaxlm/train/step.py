@@ -38,21 +38,29 @@ class TrainState:
 def init_state(params: dict, optimizer: optax.GradientTransformation) -> TrainState:
     """The state before the first step."""
     zero = jnp.zeros((), jnp.int32)
-    return TrainState(step=zero, params=params, opt_state=optimizer.init(params),
-                      first_bad_step=zero, skipped_steps=zero)
+    return TrainState(
+        step=zero, params=params, opt_state=optimizer.init(params), first_bad_step=zero, skipped_steps=zero
+    )
 
 
-def _forward(graphdef: nnx.GraphDef, params: dict, batch: Batch, dropout_key: jax.Array | None,
-             loss_fn: LossFn = weighted_cross_entropy) -> dict[str, jax.Array]:
+def _forward(
+    graphdef: nnx.GraphDef,
+    params: dict,
+    batch: Batch,
+    dropout_key: jax.Array | None,
+    loss_fn: LossFn = weighted_cross_entropy,
+) -> dict[str, jax.Array]:
     model = nnx.merge(graphdef, params)
     if "next_sentence" not in batch:
-        logits_BxLxV = model(batch["inputs"], batch["positions"], batch["segment_ids"],
-                             dropout_key=dropout_key)
+        logits_BxLxV = model(batch["inputs"], batch["positions"], batch["segment_ids"], dropout_key=dropout_key)
         return loss_fn(logits_BxLxV, batch["targets"], batch["weights"])
     logits_BxLxV, pair_logits_Bx2 = model.with_next_sentence(
-        batch["inputs"], batch["positions"], batch["segment_ids"], batch["token_types"], dropout_key)
-    return {**loss_fn(logits_BxLxV, batch["targets"], batch["weights"]),
-            **next_sentence_sums(pair_logits_Bx2, batch["next_sentence"], pair_weights(batch["segment_ids"]))}
+        batch["inputs"], batch["positions"], batch["segment_ids"], batch["token_types"], dropout_key
+    )
+    return {
+        **loss_fn(logits_BxLxV, batch["targets"], batch["weights"]),
+        **next_sentence_sums(pair_logits_Bx2, batch["next_sentence"], pair_weights(batch["segment_ids"])),
+    }
 
 
 def micro_batches(batch: Batch, count: int) -> Batch:
@@ -64,14 +72,16 @@ def micro_batches(batch: Batch, count: int) -> Batch:
     return jax.tree.map(lambda x_BxL: x_BxL.reshape(-1, count, *x_BxL.shape[1:]).swapaxes(0, 1), batch)
 
 
-def accumulate_gradients(grad_fn: Callable, params: dict, batch: Batch, count: int, step_key: jax.Array | None,
-                         sum_keys: tuple[str, ...]) -> tuple[dict, dict[str, jax.Array]]:
+def accumulate_gradients(
+    grad_fn: Callable, params: dict, batch: Batch, count: int, step_key: jax.Array | None, sum_keys: tuple[str, ...]
+) -> tuple[dict, dict[str, jax.Array]]:
     """(gradients, loss sums) of `grad_fn(params, micro_batch, key)` added up over `count` micro-batches.
 
     One micro-batch runs as a plain call: XLA keeps a one-trip while loop, whose zeroed accumulators and
     copied buffers cost a small model on the CPU more than its matmuls (benchmarks/NOTES.md). Dropout keys
     come from (step key, micro-batch index).
     """
+
     def key_of(index):
         return jax.random.fold_in(step_key, index) if step_key is not None else None
 
@@ -89,10 +99,16 @@ def accumulate_gradients(grad_fn: Callable, params: dict, batch: Batch, count: i
     return grads, sums
 
 
-def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation,
-                    schedule: optax.Schedule, *, grad_accum_steps: int, dropout_seed: int | None,
-                    loss_fn: LossFn = weighted_cross_entropy, skip_nonfinite: bool = False
-                    ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
+def make_train_step(
+    graphdef: nnx.GraphDef,
+    optimizer: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    *,
+    grad_accum_steps: int,
+    dropout_seed: int | None,
+    loss_fn: LossFn = weighted_cross_entropy,
+    skip_nonfinite: bool = False,
+) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
     """A pure `train_step(state, batch) -> (state, metrics)`.
 
     The batch is split into `grad_accum_steps` micro-batches whose gradients are summed inside the
@@ -116,11 +132,11 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
                 loss = loss + sums["next_sentence_loss_sum"] / total_pairs
             return loss, sums
 
-        step_key = (jax.random.fold_in(jax.random.key(dropout_seed), state.step)
-                    if dropout_seed is not None else None)
+        step_key = jax.random.fold_in(jax.random.key(dropout_seed), state.step) if dropout_seed is not None else None
         sum_keys = SUM_KEYS + (PAIR_SUM_KEYS if pairs else ())
-        grads, sums = accumulate_gradients(jax.grad(micro_loss, has_aux=True), state.params, batch,
-                                           grad_accum_steps, step_key, sum_keys)
+        grads, sums = accumulate_gradients(
+            jax.grad(micro_loss, has_aux=True), state.params, batch, grad_accum_steps, step_key, sum_keys
+        )
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         loss, grad_norm = sums["loss_sum"] / total_weight, optax.tree.norm(grads)
@@ -128,25 +144,35 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
         if pairs:
             finite &= jnp.isfinite(sums["next_sentence_loss_sum"])
         if skip_nonfinite:
-            params, opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
-                                             (params, opt_state), (state.params, state.opt_state))
-        first_bad_step = jnp.where((state.first_bad_step == 0) & ~finite, state.step + 1,
-                                   state.first_bad_step)
-        metrics = {"loss": loss, "accuracy": sums["correct_sum"] / total_weight, "grad_norm": grad_norm,
-                   "learning_rate": schedule(state.step), "weight_sum": sums["weight_sum"]}
+            params, opt_state = jax.tree.map(
+                lambda new, old: jnp.where(finite, new, old), (params, opt_state), (state.params, state.opt_state)
+            )
+        first_bad_step = jnp.where((state.first_bad_step == 0) & ~finite, state.step + 1, state.first_bad_step)
+        metrics = {
+            "loss": loss,
+            "accuracy": sums["correct_sum"] / total_weight,
+            "grad_norm": grad_norm,
+            "learning_rate": schedule(state.step),
+            "weight_sum": sums["weight_sum"],
+        }
         if pairs:
             metrics["next_sentence_loss"] = sums["next_sentence_loss_sum"] / total_pairs
             metrics["next_sentence_accuracy"] = sums["next_sentence_correct_sum"] / total_pairs
-        new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
-                               first_bad_step=first_bad_step,
-                               skipped_steps=state.skipped_steps + (~finite if skip_nonfinite else False))
+        new_state = TrainState(
+            step=state.step + 1,
+            params=params,
+            opt_state=opt_state,
+            first_bad_step=first_bad_step,
+            skipped_steps=state.skipped_steps + (~finite if skip_nonfinite else False),
+        )
         return new_state, metrics
 
     return train_step
 
 
-def make_eval_step(graphdef: nnx.GraphDef, loss_fn: LossFn = weighted_cross_entropy
-                   ) -> Callable[[dict, Batch], dict[str, jax.Array]]:
+def make_eval_step(
+    graphdef: nnx.GraphDef, loss_fn: LossFn = weighted_cross_entropy
+) -> Callable[[dict, Batch], dict[str, jax.Array]]:
     """A pure `eval_step(params, batch) -> sums` (loss_sum, correct_sum, weight_sum); no dropout."""
 
     def eval_step(params: dict, batch: Batch) -> dict[str, jax.Array]:

@@ -21,12 +21,16 @@ def param_groups(params: dict) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda item: -item[1]))
 
 
-def config_diff(config: ml_collections.ConfigDict, reference: ml_collections.ConfigDict
-                ) -> list[tuple[str, object, object]]:
+def config_diff(
+    config: ml_collections.ConfigDict, reference: ml_collections.ConfigDict
+) -> list[tuple[str, object, object]]:
     """(field, value, reference's value) for every field whose value differs from the reference's."""
     ours, theirs = config_lib.flatten(config), config_lib.flatten(reference)
-    return [(field, value, theirs.get(field)) for field, value in ours.items()
-            if field not in theirs or theirs[field] != value]
+    return [
+        (field, value, theirs.get(field))
+        for field, value in ours.items()
+        if field not in theirs or theirs[field] != value
+    ]
 
 
 def _mib(n: float) -> str:
@@ -39,8 +43,14 @@ def _count(n: int) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}K" if n >= 1e3 else str(n)
 
 
-def start_lines(config: ml_collections.ConfigDict, reference: tuple[str, ml_collections.ConfigDict] | None,
-                abstract_params: dict, abstract_state, state_sharding, params_sharding) -> list[str]:
+def start_lines(
+    config: ml_collections.ConfigDict,
+    reference: tuple[str, ml_collections.ConfigDict] | None,
+    abstract_params: dict,
+    abstract_state,
+    state_sharding,
+    params_sharding,
+) -> list[str]:
     """The summary lines: parameters per module, memory per device, and the config's diff from `reference`,
     (name, config) of the recipe the run started from (None: jaxlm/config.py's defaults)."""
     groups = " | ".join(f"{name} {_count(n)}" for name, n in param_groups(abstract_params).items())
@@ -49,7 +59,9 @@ def start_lines(config: ml_collections.ConfigDict, reference: tuple[str, ml_coll
     name, reference_config = reference or ("jaxlm/config.py", config_lib.base_config())
     diff = config_diff(config, reference_config)
     changes = ", ".join(f"{field} {old!r} -> {value!r}" for field, value, old in diff) or "none"
-    return [f"params | {groups}",
-            f"memory | {_mib(param_bytes)} parameters + {_mib(opt_bytes)} optimizer state per device "
-            "(activations not counted)",
-            f"config | vs {name}: {changes}"]
+    return [
+        f"params | {groups}",
+        f"memory | {_mib(param_bytes)} parameters + {_mib(opt_bytes)} optimizer state per device "
+        "(activations not counted)",
+        f"config | vs {name}: {changes}",
+    ]

@@ -79,8 +79,10 @@ class Trainer:
     def abstract_batch(self, batch_size: int, seq_len: int) -> dict[str, jax.ShapeDtypeStruct]:
         """ShapeDtypeStructs of a global batch, carrying its sharding (for lowering ahead of time)."""
         dtypes = {"weights": "float32"}
-        return {k: jax.ShapeDtypeStruct(shape, dtypes.get(k, "int32"), sharding=self.batch_shardings[k])
-                for k, shape in batch_field_shapes(self.model_cfg, batch_size, seq_len).items()}
+        return {
+            k: jax.ShapeDtypeStruct(shape, dtypes.get(k, "int32"), sharding=self.batch_shardings[k])
+            for k, shape in batch_field_shapes(self.model_cfg, batch_size, seq_len).items()
+        }
 
 
 def with_shardings(tree, shardings):
@@ -97,21 +99,24 @@ def check_attention_platform(model_cfg: ModelConfig, mesh: jax.sharding.Mesh) ->
     needed = KERNEL_PLATFORMS.get(model_cfg.attention)
     platform = mesh.devices.flat[0].platform
     if needed and platform != needed and not model_cfg.interpret_kernels:
-        raise ConfigError(f'config.model.attention="{model_cfg.attention}" runs on {needed.upper()} only, '
-                          f'and these devices are {platform}; use model.attention="xla"')
+        raise ConfigError(
+            f'config.model.attention="{model_cfg.attention}" runs on {needed.upper()} only, '
+            f'and these devices are {platform}; use model.attention="xla"'
+        )
 
 
 def _traced_on(mesh: jax.sharding.Mesh, step: Callable) -> Callable:
     """`step`, traced with `mesh` as the context mesh: splash attention's shard_map finds it there."""
+
     @functools.wraps(step)
     def traced(*args):
         with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
             return step(*args)
+
     return traced
 
 
-def make_trainer(config: ml_collections.ConfigDict, model_cfg: ModelConfig,
-                 mesh: jax.sharding.Mesh) -> Trainer:
+def make_trainer(config: ml_collections.ConfigDict, model_cfg: ModelConfig, mesh: jax.sharding.Mesh) -> Trainer:
     """The shardings and jitted steps of a run whose model is `model_cfg`, on `mesh`.
 
     The model's fused attention kernels split their work over the mesh axes that the run's rules give
@@ -119,40 +124,57 @@ def make_trainer(config: ml_collections.ConfigDict, model_cfg: ModelConfig,
     """
     check_attention_platform(model_cfg, mesh)
     rules = make_rules(config.mesh.rules)
-    model_cfg = dataclasses.replace(model_cfg, kernel_batch_axes=rules.table["batch"],
-                                    kernel_head_axes=rules.table["heads"])
+    model_cfg = dataclasses.replace(
+        model_cfg, kernel_batch_axes=rules.table["batch"], kernel_head_axes=rules.table["heads"]
+    )
     partition.check_fits(mesh, rules, model_cfg, config.data.batch_size, config.train.grad_accum_steps)
-    graphdef, abstract_model_state = nnx.split(
-        nnx.eval_shape(lambda: Transformer(model_cfg, rngs=nnx.Rngs(0))))
+    graphdef, abstract_model_state = nnx.split(nnx.eval_shape(lambda: Transformer(model_cfg, rngs=nnx.Rngs(0))))
     abstract_params = nnx.to_pure_dict(abstract_model_state)
-    params_sharding = partition.param_shardings(partition.param_axes(model_cfg), abstract_params,
-                                                mesh, rules)
+    params_sharding = partition.param_shardings(partition.param_axes(model_cfg), abstract_params, mesh, rules)
     optimizer, schedule = make_optimizer(config.train, abstract_params)
     abstract_state = jax.eval_shape(lambda p: init_state(p, optimizer), abstract_params)
     state_sharding = partition.state_shardings(optimizer, abstract_state, params_sharding, mesh)
     rows = partition.batch_sharding(mesh, rules)
-    batch_shardings = {k: partition.rows_sharding(rows, len(shape))
-                       for k, shape in batch_field_shapes(model_cfg, 1, 1).items()}
+    batch_shardings = {
+        k: partition.rows_sharding(rows, len(shape)) for k, shape in batch_field_shapes(model_cfg, 1, 1).items()
+    }
 
     if config.train.cross_entropy == "vocab_parallel":
-        loss_fn = vocab_parallel_cross_entropy(
-            mesh, partition.logits_spec(mesh, rules, model_cfg.vocab_size))
+        loss_fn = vocab_parallel_cross_entropy(mesh, partition.logits_spec(mesh, rules, model_cfg.vocab_size))
     else:
         loss_fn = weighted_cross_entropy
     # The step's contract: state and batch arrive and leave with these shardings; the old state's
     # buffers are donated to the new one; metrics come back replicated.
-    train_step_fn = make_train_step(graphdef, optimizer, schedule,
-                                    grad_accum_steps=config.train.grad_accum_steps,
-                                    dropout_seed=config.seed if model_cfg.dropout > 0 else None,
-                                    loss_fn=loss_fn, skip_nonfinite=config.train.skip_nonfinite)
+    train_step_fn = make_train_step(
+        graphdef,
+        optimizer,
+        schedule,
+        grad_accum_steps=config.train.grad_accum_steps,
+        dropout_seed=config.seed if model_cfg.dropout > 0 else None,
+        loss_fn=loss_fn,
+        skip_nonfinite=config.train.skip_nonfinite,
+    )
     eval_step_fn = make_eval_step(graphdef, loss_fn)
     if model_cfg.attention == "splash":
         train_step_fn, eval_step_fn = _traced_on(mesh, train_step_fn), _traced_on(mesh, eval_step_fn)
-    train_step = jax.jit(train_step_fn, in_shardings=(state_sharding, batch_shardings),
-                         out_shardings=(state_sharding, None), donate_argnums=0)
+    train_step = jax.jit(
+        train_step_fn,
+        in_shardings=(state_sharding, batch_shardings),
+        out_shardings=(state_sharding, None),
+        donate_argnums=0,
+    )
     eval_step = jax.jit(eval_step_fn, in_shardings=(params_sharding, batch_shardings))
-    return Trainer(model_cfg=model_cfg, mesh=mesh, rules=rules, graphdef=graphdef, optimizer=optimizer,
-                   abstract_params=abstract_params, abstract_state=abstract_state,
-                   params_sharding=params_sharding, state_sharding=state_sharding,
-                   batch_shardings=batch_shardings, train_step=train_step,
-                   eval_step=eval_step)
+    return Trainer(
+        model_cfg=model_cfg,
+        mesh=mesh,
+        rules=rules,
+        graphdef=graphdef,
+        optimizer=optimizer,
+        abstract_params=abstract_params,
+        abstract_state=abstract_state,
+        params_sharding=params_sharding,
+        state_sharding=state_sharding,
+        batch_shardings=batch_shardings,
+        train_step=train_step,
+        eval_step=eval_step,
+    )

@@ -35,8 +35,9 @@ class MetricWriter:
 
         self._board = SummaryWriter(self.tensorboard_dir, purge_step=start_step + 1 if start_step else None)
         # Indented, so TensorBoard's markdown shows the JSON as a code block.
-        self._board.add_text("config", "\n".join("    " + line for line in config_json.splitlines()),
-                             global_step=start_step)
+        self._board.add_text(
+            "config", "\n".join("    " + line for line in config_json.splitlines()), global_step=start_step
+        )
 
     def write(self, record: dict) -> None:
         """Appends the record (it has a "step") to metrics.jsonl; its numbers become scalars by name."""

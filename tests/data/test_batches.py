@@ -117,13 +117,16 @@ def test_exact_resume_mid_epoch(data):
     _equal(before[-1], fresh.train.host_batch(k - 1, 1, 2))
 
 
-@pytest.mark.parametrize("change, named", [
-    ({"batch_size": 16}, "batch_size 8 -> 16"),
-    ({"seq_len": 64}, "seq_len 32 -> 64"),
-    ({"tokenizer": {"vocab_size": 420}}, "tokenizer "),
-    ({"max_documents": 40}, "corpus "),
-    ({"val_fraction": 0.1}, "val_fraction 0.05 -> 0.1"),
-])
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        ({"batch_size": 16}, "batch_size 8 -> 16"),
+        ({"seq_len": 64}, "seq_len 32 -> 64"),
+        ({"tokenizer": {"vocab_size": 420}}, "tokenizer "),
+        ({"max_documents": 40}, "corpus "),
+        ({"val_fraction": 0.1}, "val_fraction 0.05 -> 0.1"),
+    ],
+)
 def test_restore_refuses_other_data(change, named):
     state = build_data(_config(), workdir=None).train.state(7)
     config = _config()

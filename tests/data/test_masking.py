@@ -20,8 +20,16 @@ def _rows(num_rows=2000, length=128, seed=0):
 
 def _mask(tokens, step=0, example_ids=None, seed=0, mask_prob=0.15):
     example_ids = np.arange(len(tokens)) if example_ids is None else example_ids
-    return mask_tokens(tokens, seed=seed, step=step, example_ids_B=example_ids, mask_prob=mask_prob, mask_id=MASK,
-                       vocab_size=VOCAB, special_ids=SPECIALS)
+    return mask_tokens(
+        tokens,
+        seed=seed,
+        step=step,
+        example_ids_B=example_ids,
+        mask_prob=mask_prob,
+        mask_id=MASK,
+        vocab_size=VOCAB,
+        special_ids=SPECIALS,
+    )
 
 
 def test_bert_statistics():

@@ -14,8 +14,15 @@ def _random_docs(rng, count, max_len):
 
 def _stream(docs, objective, cut_head=False, cut_tail=False):
     content = np.concatenate([np.asarray(doc, np.int32) for doc in docs] + [np.zeros(0, np.int32)])
-    return FramedStream(content, [len(doc) for doc in docs], objective=objective, bos_id=BOS, eos_id=EOS,
-                        cut_head=cut_head, cut_tail=cut_tail)
+    return FramedStream(
+        content,
+        [len(doc) for doc in docs],
+        objective=objective,
+        bos_id=BOS,
+        eos_id=EOS,
+        cut_head=cut_head,
+        cut_tail=cut_tail,
+    )
 
 
 def _all_rows(stream, seq_len, objective, offset=0):
@@ -45,9 +52,11 @@ def _naive_fields(tokens, doc_ids, seq_len, objective, offset):
     fields = {k: [] for k in ("inputs", "targets", "weights", "positions", "segment_ids")}
     r = 0
     while r * seq_len + extra < n:
+
         def at(i, r=r):
             i += r * seq_len
             return (tokens[i], doc_ids[i]) if i < n else (PAD, None)
+
         row = {k: [] for k in fields}
         segment, position, previous = 0, 0, "start"
         for j in range(seq_len):
@@ -93,8 +102,12 @@ def test_matches_naive_reference(objective, seed):
             for key, value in want.items():
                 np.testing.assert_array_equal(got[key], value, err_msg=f"{key} seq_len={seq_len} offset={offset}")
             assert {k: v.dtype for k, v in got.items()} == {
-                "inputs": np.int32, "targets": np.int32, "weights": np.float32,
-                "positions": np.int32, "segment_ids": np.int32}
+                "inputs": np.int32,
+                "targets": np.int32,
+                "weights": np.float32,
+                "positions": np.int32,
+                "segment_ids": np.int32,
+            }
 
 
 @pytest.mark.parametrize("objective", ["causal", "mlm"])
@@ -120,8 +133,9 @@ def test_invariants_on_a_large_stream(objective):
     docs_RxL = doc_ids_RxW[:, :seq_len]
     same_segment = f["segment_ids"][:, 1:] == f["segment_ids"][:, :-1]
     np.testing.assert_array_equal(same_segment & real[:, 1:], (docs_RxL[:, 1:] == docs_RxL[:, :-1]) & real[:, 1:])
-    np.testing.assert_array_equal(f["positions"][:, 1:][same_segment & real[:, 1:]],
-                                  f["positions"][:, :-1][same_segment & real[:, 1:]] + 1)
+    np.testing.assert_array_equal(
+        f["positions"][:, 1:][same_segment & real[:, 1:]], f["positions"][:, :-1][same_segment & real[:, 1:]] + 1
+    )
     assert (f["positions"][~np.concatenate([np.zeros((len(real), 1), bool), same_segment], axis=1)] == 0).all()
     if objective == "causal":
         # Targets are the next tokens; weighted exactly where the next token is of the same document.
@@ -158,8 +172,9 @@ def test_num_rows_edges():
     tokens_RxW, _ = _all_rows(_stream([np.array([7])], "causal", cut_tail=True), 4, "causal")
     assert tokens_RxW.shape == (0, 5)
     # Rows past the end of the stream are all padding.
-    tokens_RxW, doc_ids_RxW = _stream([np.array([7, 8])], "mlm").rows(np.array([1, 5]), seq_len=4,
-                                                                         objective="mlm", pad_id=PAD)
+    tokens_RxW, doc_ids_RxW = _stream([np.array([7, 8])], "mlm").rows(
+        np.array([1, 5]), seq_len=4, objective="mlm", pad_id=PAD
+    )
     assert (tokens_RxW == PAD).all() and (doc_ids_RxW == PAD_DOC).all()
     assert PAD_DOC < 0
 

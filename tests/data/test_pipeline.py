@@ -21,8 +21,13 @@ def build_data(config, workdir=None):
 
 
 SHAKESPEARE = Path(__file__).parents[3] / "shared/data/tinyshakespeare.txt"
-FIELDS = {"inputs": np.int32, "targets": np.int32, "weights": np.float32, "positions": np.int32,
-          "segment_ids": np.int32}
+FIELDS = {
+    "inputs": np.int32,
+    "targets": np.int32,
+    "weights": np.float32,
+    "positions": np.int32,
+    "segment_ids": np.int32,
+}
 
 
 def _config(family="llama", **data):
@@ -145,7 +150,7 @@ def test_nanogpt_split_on_tiny_shakespeare():
     assert tokenizer.decode(data.train.stream.tokens()[0]) == text[:n_train]
     val_inputs = np.concatenate([b["inputs"][b["segment_ids"] > 0] for b in data.val_batches])
     expected_val = tokenizer.encode(text[n_train:]) + [tokenizer.eos_id]
-    np.testing.assert_array_equal(val_inputs, expected_val[:len(val_inputs)])
+    np.testing.assert_array_equal(val_inputs, expected_val[: len(val_inputs)])
     assert len(expected_val) - len(val_inputs) <= 1
 
 
@@ -190,8 +195,13 @@ def test_lines_with_separate_validation_files(tmp_path):
     train_lines = [f"line {i}: " + "word " * (i % 7) for i in range(400)]
     (tmp_path / "train.txt").write_text("\n".join(train_lines) + "\n", encoding="utf-8")
     (tmp_path / "val.txt").write_text("word one\n\nlion wine\n" * 20, encoding="utf-8")
-    config = _config(source="text", path=str(tmp_path / "train.txt"), document="line",
-                     val_path=str(tmp_path / "val.txt"), tokenizer__kind="char")
+    config = _config(
+        source="text",
+        path=str(tmp_path / "train.txt"),
+        document="line",
+        val_path=str(tmp_path / "val.txt"),
+        tokenizer__kind="char",
+    )
     data = build_data(config, workdir=None)
     assert "400 document(s)" in data.summary
     # With validation files, nothing is held out of the training text: every line is a document.
@@ -199,8 +209,12 @@ def test_lines_with_separate_validation_files(tmp_path):
     assert data.tokenizer.decode(tokens) == "</s>".join(train_lines) + "</s>"
     val_text = data.tokenizer.decode(np.concatenate([b["inputs"][b["segment_ids"] > 0] for b in data.val_batches]))
     assert val_text.startswith("word one</s>lion wine</s>word one</s>")
-    assert data.fingerprint == build_data(_config(**{**config.data.to_dict(), "val_path": str(tmp_path / "train.txt")}),
-                                          workdir=None).fingerprint  # the validation text does not decide training
+    assert (
+        data.fingerprint
+        == build_data(
+            _config(**{**config.data.to_dict(), "val_path": str(tmp_path / "train.txt")}), workdir=None
+        ).fingerprint
+    )  # the validation text does not decide training
 
 
 def test_jsonl_with_undecodable_bytes_and_max_documents(tmp_path, caplog):
@@ -211,8 +225,9 @@ def test_jsonl_with_undecodable_bytes_and_max_documents(tmp_path, caplog):
     assert "301 document(s)" in data.summary and "1 undecodable byte sequence(s) replaced" in data.summary
     # Read twice (tokenizer, then tokens), reported once.
     assert caplog.text.count("undecodable byte sequence(s) replaced with U+FFFD") == 1
-    bounded = build_data(_config(source="jsonl", path=str(tmp_path / "a.jsonl"), tokenizer__kind="char",
-                                 max_documents=250))
+    bounded = build_data(
+        _config(source="jsonl", path=str(tmp_path / "a.jsonl"), tokenizer__kind="char", max_documents=250)
+    )
     assert "250 document(s)" in bounded.summary and "replaced with U+FFFD" not in bounded.summary
 
 
@@ -227,8 +242,16 @@ def test_empty_corpus_names_the_path(tmp_path):
 
 def test_long_documents_are_split_and_counted(tmp_path):
     (tmp_path / "a.txt").write_text("short\n" + "long " * 200 + "\n" + "tiny\n", encoding="utf-8")
-    data = build_data(_config(source="text", path=str(tmp_path / "a.txt"), document="line", tokenizer__kind="char",
-                              val_fraction=0.0, batch_size=2))
+    data = build_data(
+        _config(
+            source="text",
+            path=str(tmp_path / "a.txt"),
+            document="line",
+            tokenizer__kind="char",
+            val_fraction=0.0,
+            batch_size=2,
+        )
+    )
     assert data.packing["long_documents"] == 1 and data.packing["documents"] == 3
     assert "1 document(s) longer than a row continue in the next" in data.summary
     # Every token is in some row: the stream of 6 + 1001 + 5 tokens needs ceil((1012 - 1) / 64) rows.

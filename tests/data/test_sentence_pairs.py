@@ -36,7 +36,7 @@ def _split_row(fields, r):
     assert tokens[0] == CLS and tokens[-1] == SEP
     a_end = int(np.argmax(types == 1))
     assert tokens[a_end - 1] == SEP and types[:a_end].sum() == 0 and types[a_end:].all()
-    return tokens[1:a_end - 1], tokens[a_end:-1]
+    return tokens[1 : a_end - 1], tokens[a_end:-1]
 
 
 def test_rows_are_cls_a_sep_b_sep_with_labels_that_tell_the_truth():
@@ -47,7 +47,9 @@ def test_rows_are_cls_a_sep_b_sep_with_labels_that_tell_the_truth():
     for epoch in range(6):
         fields = pairs.rows(np.arange(pairs.num_rows), seed=0, epoch=epoch)
         assert {k: v.shape for k, v in fields.items()} == {
-            **{k: (pairs.num_rows, 16) for k in FIELDS[:-1]}, "next_sentence": (pairs.num_rows,)}
+            **{k: (pairs.num_rows, 16) for k in FIELDS[:-1]},
+            "next_sentence": (pairs.num_rows,),
+        }
         for r in range(pairs.num_rows):
             a, b = _split_row(fields, r)
             assert len(a) >= 1 and len(b) >= 1 and len(a) + len(b) <= 13
@@ -76,7 +78,8 @@ def _boundary_features(lengths, seq_len, epochs=40):
         for r in range(pairs.num_rows):
             a, b = _split_row(fields, r)
             features[int(fields["next_sentence"][r])].append(
-                (b[0] % 1000 == 0, b[-1] == ends[b[-1] // 1000 - 1], len(a) + len(b) == pairs._length_C[r]))
+                (b[0] % 1000 == 0, b[-1] == ends[b[-1] // 1000 - 1], len(a) + len(b) == pairs._length_C[r])
+            )
     return {label: np.mean(rows, axis=0) for label, rows in features.items()}
 
 
@@ -109,10 +112,13 @@ def test_every_content_token_opens_some_row_each_epoch():
     assert pairs.num_tokens == 30 + 7 + 45 + 12  # every token of the pairable documents
 
 
-@pytest.mark.parametrize("lengths, seq_len, match", [
-    ((50, 1), 16, "1 document"),
-    ((5, 5), 4, "at least 5 tokens a row"),
-])
+@pytest.mark.parametrize(
+    "lengths, seq_len, match",
+    [
+        ((50, 1), 16, "1 document"),
+        ((5, 5), 4, "at least 5 tokens a row"),
+    ],
+)
 def test_bad_pair_input_is_refused(lengths, seq_len, match):
     content, lengths = _documents(lengths)
     with pytest.raises(DataError, match=match):

@@ -54,10 +54,8 @@ def test_documents_per_line_and_per_paragraph(tmp_path):
     (tmp_path / "a.txt").write_text("one\ntwo words\r\n\n  \nthree\n", encoding="utf-8")
     (tmp_path / "b.txt").write_text("\n\nfour\nstill four\n\n\nfive", encoding="utf-8")
     pattern = str(tmp_path / "*.txt")
-    assert list(TextSource(pattern, "line").documents()) == ["one", "two words", "three", "four", "still four",
-                                                              "five"]
-    assert list(TextSource(pattern, "paragraph").documents()) == ["one\ntwo words", "three", "four\nstill four",
-                                                                   "five"]
+    assert list(TextSource(pattern, "line").documents()) == ["one", "two words", "three", "four", "still four", "five"]
+    assert list(TextSource(pattern, "paragraph").documents()) == ["one\ntwo words", "three", "four\nstill four", "five"]
     with pytest.raises(DataError, match="config.data.document='sentence'"):
         TextSource(pattern, "sentence")
 
@@ -72,12 +70,15 @@ def test_jsonl_reads_the_text_field(tmp_path):
     assert isinstance(source, JsonlSource) and len(list(source.documents())) == 2
 
 
-@pytest.mark.parametrize("line, message", [
-    ('{"body": "x"}', r"b.jsonl:2: no string field config.data.text_field='text' \(found 'body'\)"),
-    ('{"text": 3}', r"b.jsonl:2: no string field config.data.text_field='text' \(found 'text'\)"),
-    ('["text"]', r"b.jsonl:2: no string field .*\(found list\)"),
-    ('{"text": "unterminated', r"b.jsonl:2: not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"body": "x"}', r"b.jsonl:2: no string field config.data.text_field='text' \(found 'body'\)"),
+        ('{"text": 3}', r"b.jsonl:2: no string field config.data.text_field='text' \(found 'text'\)"),
+        ('["text"]', r"b.jsonl:2: no string field .*\(found list\)"),
+        ('{"text": "unterminated', r"b.jsonl:2: not valid JSON"),
+    ],
+)
 def test_jsonl_errors_name_file_and_line(tmp_path, line, message):
     (tmp_path / "b.jsonl").write_text('{"text": "fine"}\n' + line + "\n", encoding="utf-8")
     documents = JsonlSource(str(tmp_path / "b.jsonl")).documents()

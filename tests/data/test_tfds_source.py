@@ -42,19 +42,31 @@ def data_dir(tmp_path_factory, text):
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(root / "manual")))
     speeches = text.split("\n\n")
     tfds.dataset_builders.store_as_tfds_dataset(
-        name="shakespeare_speeches", version="1.0.0", data_dir=str(root / "data"),
-        features=tfds.features.FeaturesDict({"speech": tfds.features.Text(),
-                                             "index": tfds.features.Scalar(np.int64)}),
-        split_datasets={"train": [(str(i), {"speech": s, "index": i}) for i, s in enumerate(speeches[:-500])],
-                        "test": [(str(i), {"speech": s, "index": i}) for i, s in enumerate(speeches[-500:])]})
+        name="shakespeare_speeches",
+        version="1.0.0",
+        data_dir=str(root / "data"),
+        features=tfds.features.FeaturesDict({"speech": tfds.features.Text(), "index": tfds.features.Scalar(np.int64)}),
+        split_datasets={
+            "train": [(str(i), {"speech": s, "index": i}) for i, s in enumerate(speeches[:-500])],
+            "test": [(str(i), {"speech": s, "index": i}) for i, s in enumerate(speeches[-500:])],
+        },
+    )
     return str(root / "data")
 
 
 def _config(data_dir, **data):
     config = base_config()
     config.model.family = "gpt2"
-    config.data.update({"source": "tfds", "tfds_name": "tiny_shakespeare", "tfds_data_dir": data_dir, "seq_len": 64,
-                        "batch_size": 12, **data})
+    config.data.update(
+        {
+            "source": "tfds",
+            "tfds_name": "tiny_shakespeare",
+            "tfds_data_dir": data_dir,
+            "seq_len": 64,
+            "batch_size": 12,
+            **data,
+        }
+    )
     config.data.tokenizer.kind = "char"
     config.eval.max_batches = 0
     return config
@@ -70,8 +82,8 @@ def test_tiny_shakespeare_by_name_with_its_validation_split(data_dir, text):
     tokens, _ = data.train.stream.tokens()
     assert tokenizer.decode(tokens) == text[:n_train] + "</s>"
     val = np.concatenate([b["inputs"][b["segment_ids"] > 0] for b in data.val_batches])
-    expected = tokenizer.encode(text[n_train:n_train + n_val]) + [tokenizer.eos_id]
-    np.testing.assert_array_equal(val, expected[:len(val)])
+    expected = tokenizer.encode(text[n_train : n_train + n_val]) + [tokenizer.eos_id]
+    np.testing.assert_array_equal(val, expected[: len(val)])
     assert len(expected) - len(val) <= 1  # at most the last token, a target only
     assert "1 document(s), 1,003,854 tokens from TFDS tiny_shakespeare/1.0.0 train" in data.summary
 
@@ -80,7 +92,7 @@ def test_held_out_fraction_and_cache(data_dir, text, tmp_path, caplog):
     config = _config(data_dir, val_fraction=0.1)
     data = build_data(config, workdir=str(tmp_path))
     assert data.train.num_tokens == int(1_003_854 * 0.9)
-    assert data.tokenizer.decode(data.train.stream.tokens()[0]) == text[:data.train.num_tokens]
+    assert data.tokenizer.decode(data.train.stream.tokens()[0]) == text[: data.train.num_tokens]
     with caplog.at_level("INFO"):
         again = build_data(config, workdir=str(tmp_path))
     assert "Reusing the tokenized corpus" in caplog.text and again.fingerprint == data.fingerprint
@@ -99,13 +111,22 @@ def test_a_dataset_stored_with_tfds_other_feature_and_split(data_dir, text):
     assert decoded == sorted(s for s in speeches[:-500] if s)
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"tfds_name": "no_such_dataset_xyz"}, "config.data.tfds_name='no_such_dataset_xyz': no such TFDS dataset"),
-    ({"tfds_split": "nonsense"}, r"config.data.tfds_split='nonsense': tiny_shakespeare has splits train, validation"),
-    ({"tfds_val_split": "dev"}, r"config.data.tfds_val_split='dev': .*has splits"),
-    ({"tfds_name": "shakespeare_speeches"}, r"config.data.text_field='text': shakespeare_speeches has no such text "
-                                            r"feature; its text features are 'speech'"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"tfds_name": "no_such_dataset_xyz"}, "config.data.tfds_name='no_such_dataset_xyz': no such TFDS dataset"),
+        (
+            {"tfds_split": "nonsense"},
+            r"config.data.tfds_split='nonsense': tiny_shakespeare has splits train, validation",
+        ),
+        ({"tfds_val_split": "dev"}, r"config.data.tfds_val_split='dev': .*has splits"),
+        (
+            {"tfds_name": "shakespeare_speeches"},
+            r"config.data.text_field='text': shakespeare_speeches has no such text "
+            r"feature; its text features are 'speech'",
+        ),
+    ],
+)
 def test_bad_tfds_settings_name_the_field(data_dir, data, message):
     with pytest.raises(DataError, match=message):
         build_data(_config(data_dir, **data), workdir=None)

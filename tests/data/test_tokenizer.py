@@ -148,8 +148,9 @@ def test_sentencepiece_load_errors_name_the_field(tmp_path):
         SentencePieceTokenizer.load(str(garbage))
     # A model with sentencepiece's default layout (unk=0, bos=1, eos=2, no pad, no mask).
     model = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(builtin_documents()[0].split("\n")), model_writer=model,
-                                   vocab_size=100, minloglevel=2)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(builtin_documents()[0].split("\n")), model_writer=model, vocab_size=100, minloglevel=2
+    )
     foreign = tmp_path / "foreign.model"
     foreign.write_bytes(model.getvalue())
     with pytest.raises(DataError, match="pad=0, unk=1, bos=2, eos=3"):
@@ -198,9 +199,18 @@ def test_encode_batch_equals_encode(sp_tokenizer, documents, tmp_path):
     assert unigram._newline_id is None  # unigram ties would break differently line by line
     # A model trained elsewhere adds a dummy "▁" at the start of each text: lines must not be cut apart.
     model = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(documents[0].split("\n")), model_writer=model,
-                                   vocab_size=150, model_type="bpe", pad_id=0, unk_id=1, bos_id=2, eos_id=3,
-                                   user_defined_symbols=["<mask>", "\n"], minloglevel=2)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(documents[0].split("\n")),
+        model_writer=model,
+        vocab_size=150,
+        model_type="bpe",
+        pad_id=0,
+        unk_id=1,
+        bos_id=2,
+        eos_id=3,
+        user_defined_symbols=["<mask>", "\n"],
+        minloglevel=2,
+    )
     (tmp_path / "foreign.model").write_bytes(model.getvalue())
     foreign = SentencePieceTokenizer.load(str(tmp_path / "foreign.model"))
     assert foreign._newline_id is None
@@ -234,11 +244,21 @@ def test_encode_flat_from_cached_chunks_equals_encode(sp_tokenizer, documents, m
 def _identity_bpe_with(documents, tmp_path, piece):
     """A BPE model trained elsewhere, normalizing nothing as ours do, with one extra user-defined `piece`."""
     model = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(documents[0].split("\n")), model_writer=model,
-                                   vocab_size=300, model_type="bpe", pad_id=0, unk_id=1, bos_id=2, eos_id=3,
-                                   user_defined_symbols=["<mask>", "\n", piece], minloglevel=2,
-                                   normalization_rule_name="identity", add_dummy_prefix=False,
-                                   remove_extra_whitespaces=False)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(documents[0].split("\n")),
+        model_writer=model,
+        vocab_size=300,
+        model_type="bpe",
+        pad_id=0,
+        unk_id=1,
+        bos_id=2,
+        eos_id=3,
+        user_defined_symbols=["<mask>", "\n", piece],
+        minloglevel=2,
+        normalization_rule_name="identity",
+        add_dummy_prefix=False,
+        remove_extra_whitespaces=False,
+    )
     (tmp_path / "extra.model").write_bytes(model.getvalue())
     return SentencePieceTokenizer.load(str(tmp_path / "extra.model"))
 

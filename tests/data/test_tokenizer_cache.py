@@ -11,8 +11,14 @@ from jaxlm.data.tokenizer_cache import build_tokenizer as build_from_spec
 
 
 def _config(**tokenizer) -> ml_collections.ConfigDict:
-    spec = {"kind": "sentencepiece", "path": "", "model_type": "bpe", "vocab_size": 512, "max_sentences": 1000,
-            **tokenizer}
+    spec = {
+        "kind": "sentencepiece",
+        "path": "",
+        "model_type": "bpe",
+        "vocab_size": 512,
+        "max_sentences": 1000,
+        **tokenizer,
+    }
     return ml_collections.ConfigDict({"data": {"tokenizer": spec, "max_documents": 0}})
 
 
@@ -22,8 +28,12 @@ def _source(documents):
 
 def build_tokenizer(config: ml_collections.ConfigDict, source, workdir: str | None):
     """The run's tokenizer as the pipeline builds it, cached in <workdir>/tokenizer."""
-    return build_from_spec(config.data.tokenizer, source, max_documents=config.data.max_documents,
-                           cache_dir=os.path.join(workdir, "tokenizer") if workdir else None)
+    return build_from_spec(
+        config.data.tokenizer,
+        source,
+        max_documents=config.data.max_documents,
+        cache_dir=os.path.join(workdir, "tokenizer") if workdir else None,
+    )
 
 
 def test_build_loads_a_given_path(tmp_path):
@@ -75,5 +85,3 @@ def test_build_char_kind_caches_too(tmp_path):
     assert (tmp_path / "tokenizer" / "tokenizer.json").is_file()
     assert build_tokenizer(_config(kind="char"), _source(["abc\n"]), str(tmp_path)).chars == tokenizer.chars == "\nabc"
     assert build_tokenizer(_config(kind="char"), _source(["abd\n"]), str(tmp_path)).chars == "\nabd"
-
-

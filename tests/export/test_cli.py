@@ -35,7 +35,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     (tmp_path / "a_file").write_text("mine")
     assert main([f"--workdir={tmp_path}", f"--out={tmp_path / 'a_file'}"]) == 2
     assert capsys.readouterr().err.strip() == (
-        f"error: --out={tmp_path / 'a_file'} is a file, not a folder; give a folder (it is created if missing)")
+        f"error: --out={tmp_path / 'a_file'} is a file, not a folder; give a folder (it is created if missing)"
+    )
     assert (tmp_path / "a_file").read_text() == "mine"
 
 
@@ -44,10 +45,22 @@ def _train(workdir, recipe: str = "default.py", *flags: str) -> str:
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     env["XLA_FLAGS"] = os.environ.get("JAXLM_TEST_XLA_FLAGS", "")
     result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "run_pretrain.py"), f"--config={ROOT}/configs/{recipe}",
-         f"--workdir={workdir}", "--config.train.steps=20", "--config.train.warmup_steps=5",
-         "--config.eval.max_batches=2", "--config.sample.num_tokens=4", *flags],
-        capture_output=True, text=True, env=env, timeout=600)
+        [
+            sys.executable,
+            os.path.join(ROOT, "run_pretrain.py"),
+            f"--config={ROOT}/configs/{recipe}",
+            f"--workdir={workdir}",
+            "--config.train.steps=20",
+            "--config.train.warmup_steps=5",
+            "--config.eval.max_batches=2",
+            "--config.sample.num_tokens=4",
+            *flags,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     return str(workdir)
 
@@ -71,19 +84,30 @@ def test_trained_run_exports_loads_in_transformers_and_generates_the_same(traine
     model_cfg, params, ours = trained.model_cfg, trained.params, trained.tokenizer
     prompts = ["The ", "def f(x):\n    return"]
     batch = tokenizer(prompts, padding=True, return_tensors="pt")
-    assert [row[mask.bool()].tolist() for row, mask in zip(batch.input_ids, batch.attention_mask)] == \
-        [ours.encode(p) for p in prompts]
+    assert [row[mask.bool()].tolist() for row, mask in zip(batch.input_ids, batch.attention_mask)] == [
+        ours.encode(p) for p in prompts
+    ]
     with torch.no_grad():
         generated = model.generate(**batch, max_new_tokens=16, do_sample=False)
-    theirs = [row[:row.index(ours.eos_id)] if ours.eos_id in row else row
-              for row in generated[:, batch.input_ids.shape[1]:].tolist()]
+    theirs = [
+        row[: row.index(ours.eos_id)] if ours.eos_id in row else row
+        for row in generated[:, batch.input_ids.shape[1] :].tolist()
+    ]
     graphdef = nnx.split(nnx.eval_shape(lambda: Transformer(model_cfg, rngs=nnx.Rngs(0))))[0]
-    assert decode.generate(graphdef, params, [ours.encode(p) for p in prompts], max_new_tokens=16,
-                             max_len=model_cfg.max_len, eos_id=ours.eos_id) == theirs
+    assert (
+        decode.generate(
+            graphdef,
+            params,
+            [ours.encode(p) for p in prompts],
+            max_new_tokens=16,
+            max_len=model_cfg.max_len,
+            eos_id=ours.eos_id,
+        )
+        == theirs
+    )
     assert tokenizer.decode(generated[0], skip_special_tokens=True).startswith("The ")
 
-    assert generate_main([f"--workdir={trained_run}", "--prompt=The ", "--temperature=0",
-                           "--num_tokens=16"]) == 0
+    assert generate_main([f"--workdir={trained_run}", "--prompt=The ", "--temperature=0", "--num_tokens=16"]) == 0
     assert capsys.readouterr().out == f"--- step 20 | 'The '\nThe {ours.decode(theirs[0])}\n"
 
     # And back in: a checkpoint a new run can start from (checkpoint.restore_from), with the same tokenizer.
@@ -101,12 +125,17 @@ def test_trained_run_exports_loads_in_transformers_and_generates_the_same(traine
 
     # The printed command works as printed (shortened here to a few steps): a new workdir, the same tokenizer.
     command = next(line.strip() for line in printed.splitlines() if line.strip().startswith("python run_pretrain.py"))
-    shorter = ["--config.train.steps=4", "--config.train.warmup_steps=1", "--config.eval.max_batches=1",
-               "--config.sample.num_tokens=4"]
+    shorter = [
+        "--config.train.steps=4",
+        "--config.train.warmup_steps=1",
+        "--config.eval.max_batches=1",
+        "--config.sample.num_tokens=4",
+    ]
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     env["XLA_FLAGS"] = os.environ.get("JAXLM_TEST_XLA_FLAGS", "")
-    continued = subprocess.run([sys.executable, *command.split()[1:], *shorter], cwd=ROOT, env=env,
-                               capture_output=True, text=True, timeout=600)
+    continued = subprocess.run(
+        [sys.executable, *command.split()[1:], *shorter], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert continued.returncode == 0, continued.stderr
     assert f"start | weights from {run}/checkpoints step 0" in continued.stdout
     assert open_run(f"{run}_pretrain").tokenizer.serialized() == ours.serialized()
@@ -114,9 +143,15 @@ def test_trained_run_exports_loads_in_transformers_and_generates_the_same(traine
 
 @pytest.mark.slow
 def test_trained_bert_exports_and_fills_masks_as_the_transformers_pipeline_does(tmp_path, capsys):
-    run = _train(tmp_path / "run", "bert_tiny.py", "--config.model.num_layers=1",
-                 "--config.model.width=32", "--config.model.num_heads=2", "--config.data.seq_len=32",
-                 "--config.data.tokenizer.vocab_size=400")
+    run = _train(
+        tmp_path / "run",
+        "bert_tiny.py",
+        "--config.model.num_layers=1",
+        "--config.model.width=32",
+        "--config.model.num_heads=2",
+        "--config.data.seq_len=32",
+        "--config.data.tokenizer.vocab_size=400",
+    )
     text = "The <mask> statement."
     assert generate_main([f"--workdir={run}", f"--prompt={text}"]) == 0
     ours = capsys.readouterr().out.splitlines()[1]  # "  <mask> at 2: 'x' 0.123, ..."

@@ -25,16 +25,54 @@ IDS_BxL = np.random.default_rng(0).integers(5, V, (2, L)) * MASK_BxL
 
 HF_MODELS = {  # name: (HF class, config)
     "gpt2": ("GPT2LMHeadModel", dict(vocab_size=V, n_embd=32, n_layer=2, n_head=4, n_inner=48, n_positions=16)),
-    "llama": ("LlamaForCausalLM", dict(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                       num_key_value_heads=2, intermediate_size=48, max_position_embeddings=16,
-                                       rope_theta=500.0)),
-    "llama_tied": ("LlamaForCausalLM", dict(vocab_size=V, hidden_size=32, num_hidden_layers=2,
-                                            num_attention_heads=4, num_key_value_heads=1, intermediate_size=48,
-                                            max_position_embeddings=16, tie_word_embeddings=True)),
-    "bert": ("BertForMaskedLM", dict(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                     intermediate_size=48, max_position_embeddings=16)),
-    "bert_encoder": ("BertModel", dict(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                       intermediate_size=48, max_position_embeddings=16)),
+    "llama": (
+        "LlamaForCausalLM",
+        dict(
+            vocab_size=V,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=48,
+            max_position_embeddings=16,
+            rope_theta=500.0,
+        ),
+    ),
+    "llama_tied": (
+        "LlamaForCausalLM",
+        dict(
+            vocab_size=V,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            intermediate_size=48,
+            max_position_embeddings=16,
+            tie_word_embeddings=True,
+        ),
+    ),
+    "bert": (
+        "BertForMaskedLM",
+        dict(
+            vocab_size=V,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=48,
+            max_position_embeddings=16,
+        ),
+    ),
+    "bert_encoder": (
+        "BertModel",
+        dict(
+            vocab_size=V,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=48,
+            max_position_embeddings=16,
+        ),
+    ),
 }
 
 
@@ -94,16 +132,24 @@ def test_hf_model_imports_with_its_logits_and_exports_back(name, tmp_path):
 
 @pytest.mark.parametrize("family", ["gpt2", "llama", "bert"])
 def test_jaxlm_model_exports_with_its_logits_and_imports_back(family, tmp_path):
-    cfg = ModelConfig.for_family(family, vocab_size=V, width=32, num_layers=2, num_heads=4,
-                                 num_kv_heads=2 if family == "llama" else 4, mlp_dim=48, max_len=16)
+    cfg = ModelConfig.for_family(
+        family,
+        vocab_size=V,
+        width=32,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2 if family == "llama" else 4,
+        mlp_dim=48,
+        max_len=16,
+    )
     params = nnx.to_pure_dict(nnx.state(Transformer(cfg, rngs=nnx.Rngs(1))))
     noise = iter(np.random.default_rng(1).normal(0, 0.2, (len(jax.tree.leaves(params)), 64 * 64)))
-    params = jax.tree.map(lambda x: np.asarray(x) + next(noise)[:x.size].reshape(x.shape).astype(np.float32),
-                          params)
+    params = jax.tree.map(lambda x: np.asarray(x) + next(noise)[: x.size].reshape(x.shape).astype(np.float32), params)
     files = to_hf(cfg, params, str(tmp_path))
     assert "model.safetensors" in files and ("generation_config.json" in files) == (family != "bert")
-    hf = _load_hf(str(tmp_path), {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM",
-                                  "bert": "BertForMaskedLM"}[family])
+    hf = _load_hf(
+        str(tmp_path), {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "bert": "BertForMaskedLM"}[family]
+    )
     _assert_close_where_real(_our_outputs(cfg, params), _hf_outputs(hf))
     cfg_back, params_back = from_hf(str(tmp_path))
     assert cfg_back == cfg
@@ -113,11 +159,24 @@ def test_jaxlm_model_exports_with_its_logits_and_imports_back(family, tmp_path):
 @pytest.mark.parametrize("family", ["gpt2", "bert"])
 def test_a_bias_free_model_exports_with_zero_biases(family, tmp_path):
     # nanoGPT's bias=False (model.biases="none"): no bias in the blocks' dense layers or LayerNorms.
-    cfg = ModelConfig.for_family(family, vocab_size=V, width=32, num_layers=2, num_heads=4, num_kv_heads=4,
-                                 mlp_dim=48, max_len=16, use_bias=False, init_std=0.3)
+    cfg = ModelConfig.for_family(
+        family,
+        vocab_size=V,
+        width=32,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=4,
+        mlp_dim=48,
+        max_len=16,
+        use_bias=False,
+        init_std=0.3,
+    )
     params = nnx.to_pure_dict(nnx.state(Transformer(cfg, rngs=nnx.Rngs(2))))
-    biases = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)
-              if "bias" in jax.tree_util.keystr(p)]
+    biases = [
+        jax.tree_util.keystr(p)
+        for p, _ in jax.tree_util.tree_leaves_with_path(params)
+        if "bias" in jax.tree_util.keystr(p)
+    ]
     assert all("mlm_head" in name for name in biases), biases  # only BERT's head keeps its biases
     to_hf(cfg, params, str(tmp_path))
     hf = _load_hf(str(tmp_path), {"gpt2": "GPT2LMHeadModel", "bert": "BertForMaskedLM"}[family])
@@ -142,13 +201,22 @@ def _edit_config(directory: str, **changes) -> None:
         json.dump(config, f)
 
 
-@pytest.mark.parametrize("changes,message", [
-    (dict(architectures=["T5ForConditionalGeneration"]), "architectures=.*T5ForConditionalGeneration.*not supported"),
-    (dict(intermediate_size=64), r"parameter model\.layers\.0\.mlp\.gate_proj\.weight: shape \(48, 32\).*\(64, 32\)"),
-    (dict(num_key_value_heads=4), r"parameter model\.layers\.0\.self_attn\.k_proj\.weight: shape \(16, 32\)"),
-    (dict(rope_parameters={"rope_type": "llama3", "rope_theta": 1.0}), "rope type 'llama3' is not supported"),
-    (dict(attention_bias=True), "attention_bias=True is not supported"),
-])
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        (
+            dict(architectures=["T5ForConditionalGeneration"]),
+            "architectures=.*T5ForConditionalGeneration.*not supported",
+        ),
+        (
+            dict(intermediate_size=64),
+            r"parameter model\.layers\.0\.mlp\.gate_proj\.weight: shape \(48, 32\).*\(64, 32\)",
+        ),
+        (dict(num_key_value_heads=4), r"parameter model\.layers\.0\.self_attn\.k_proj\.weight: shape \(16, 32\)"),
+        (dict(rope_parameters={"rope_type": "llama3", "rope_theta": 1.0}), "rope type 'llama3' is not supported"),
+        (dict(attention_bias=True), "attention_bias=True is not supported"),
+    ],
+)
 def test_bad_checkpoints_are_refused_with_the_field_or_parameter_named(changes, message, tmp_path):
     directory = _exported_llama(tmp_path)
     _edit_config(directory, **changes)
@@ -161,8 +229,11 @@ def test_missing_files_and_unknown_parameters_are_named(tmp_path):
         from_hf(str(tmp_path))
     directory = _exported_llama(tmp_path)
     tensors = safetensors_numpy.load_file(os.path.join(directory, "model.safetensors"))
-    safetensors_numpy.save_file({**tensors, "model.layers.0.self_attn.q_norm.weight": np.ones(8, np.float32)},
-              os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
+    safetensors_numpy.save_file(
+        {**tensors, "model.layers.0.self_attn.q_norm.weight": np.ones(8, np.float32)},
+        os.path.join(directory, "model.safetensors"),
+        metadata={"format": "pt"},
+    )
     with pytest.raises(ExportError, match=r"parameter model\.layers\.0\.self_attn\.q_norm\.weight .*no place"):
         from_hf(directory)
     os.remove(os.path.join(directory, "model.safetensors"))
@@ -171,14 +242,16 @@ def test_missing_files_and_unknown_parameters_are_named(tmp_path):
 
 
 def test_export_refuses_params_that_do_not_fit_the_config(tmp_path):
-    cfg = ModelConfig.for_family("gpt2", vocab_size=V, width=32, num_layers=2, num_heads=4, num_kv_heads=4,
-                                 mlp_dim=48, max_len=16)
+    cfg = ModelConfig.for_family(
+        "gpt2", vocab_size=V, width=32, num_layers=2, num_heads=4, num_kv_heads=4, mlp_dim=48, max_len=16
+    )
     params = nnx.to_pure_dict(nnx.state(Transformer(cfg, rngs=nnx.Rngs(0))))
     params["blocks"]["ffn"]["up"]["kernel"] = np.zeros((2, 32, 40), np.float32)
     with pytest.raises(ExportError, match=r"parameter blocks/ffn/up/kernel: shape \(2, 32, 40\).*\(2, 32, 48\)"):
         to_hf(cfg, params, str(tmp_path))
-    grouped = ModelConfig.for_family("gpt2", vocab_size=V, width=32, num_layers=2, num_heads=4, num_kv_heads=2,
-                                     mlp_dim=48, max_len=16)
+    grouped = ModelConfig.for_family(
+        "gpt2", vocab_size=V, width=32, num_layers=2, num_heads=4, num_kv_heads=2, mlp_dim=48, max_len=16
+    )
     with pytest.raises(ExportError, match="GPT2LMHeadModel has no grouped-query attention"):
         to_hf(grouped, params, str(tmp_path))
 

@@ -12,11 +12,21 @@ from jaxlm.export.errors import ExportError
 transformers = pytest.importorskip("transformers")
 
 SAMPLES = [
-    "Hello, world!", "  two  spaces,\tone tab,\n\nblank lines\n", "   ", "\n", "trailing space ",
-    "digits 0123456789, 3.14159, -42, 1e-10, 2026-11-23", "naïve café façade — “quotes” ‘too’",
-    "東京 (Tokyo), Ελληνικά, русский, עברית, हिन्दी", "emoji 🙂🚀 and symbols ∑∫≠ ★", "mix\u00a0nbsp\u2003em-space",
-    "a <mask> b<mask>c", "def f(x):\n    return x ** 2  # square\n", "URLs: https://example.com/a?b=c&d=e",
-    "ALL CAPS and CamelCase and snake_case_words", "\u2581 literal sentencepiece space",
+    "Hello, world!",
+    "  two  spaces,\tone tab,\n\nblank lines\n",
+    "   ",
+    "\n",
+    "trailing space ",
+    "digits 0123456789, 3.14159, -42, 1e-10, 2026-11-23",
+    "naïve café façade — “quotes” ‘too’",
+    "東京 (Tokyo), Ελληνικά, русский, עברית, हिन्दी",
+    "emoji 🙂🚀 and symbols ∑∫≠ ★",
+    "mix\u00a0nbsp\u2003em-space",
+    "a <mask> b<mask>c",
+    "def f(x):\n    return x ** 2  # square\n",
+    "URLs: https://example.com/a?b=c&d=e",
+    "ALL CAPS and CamelCase and snake_case_words",
+    "\u2581 literal sentencepiece space",
 ]
 
 
@@ -64,8 +74,10 @@ def test_bert_tokenizer_frames_a_text_as_its_training_rows_do(corpus, tmp_path):
 
 def test_a_foreign_sentencepiece_model_is_refused(corpus, tmp_path):
     import sentencepiece as spm
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(corpus), model_prefix=str(tmp_path / "tokenizer"),
-                                   vocab_size=300, minloglevel=2)  # default normalisation: NFKC, dummy prefix
+
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus), model_prefix=str(tmp_path / "tokenizer"), vocab_size=300, minloglevel=2
+    )  # default normalisation: NFKC, dummy prefix
     with pytest.raises(ExportError, match="normalization_rule_name='nmt_nfkc'"):
         foreign = SentencePieceTokenizer((tmp_path / "tokenizer.model").read_bytes(), "a foreign model")
         hf_tokenizer.write(foreign, str(tmp_path), "llama", 128)

@@ -21,22 +21,27 @@ V, L = 61, 10
 MASK_BxL = np.array([[1] * L, [1] * 6 + [0] * 4], np.int32)
 TYPES_BxL = np.array([[0] * 4 + [1] * 6, [0] * 3 + [1] * 3 + [0] * 4], np.int32)
 IDS_BxL = np.random.default_rng(0).integers(5, V, (2, L)) * MASK_BxL
-SIZES = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
-             max_position_embeddings=16)
+SIZES = dict(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48, max_position_embeddings=16
+)
 
 
 def _hf_outputs(model) -> tuple[np.ndarray, np.ndarray]:
     with torch.no_grad():
-        out = model(input_ids=torch.tensor(IDS_BxL), attention_mask=torch.tensor(MASK_BxL),
-                    token_type_ids=torch.tensor(TYPES_BxL))
+        out = model(
+            input_ids=torch.tensor(IDS_BxL),
+            attention_mask=torch.tensor(MASK_BxL),
+            token_type_ids=torch.tensor(TYPES_BxL),
+        )
     return out.prediction_logits.numpy(), out.seq_relationship_logits.numpy()
 
 
 def _our_outputs(cfg: ModelConfig, params: dict) -> tuple[np.ndarray, np.ndarray]:
     model = nnx.merge(nnx.split(nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0))))[0], params)
     positions = jnp.broadcast_to(jnp.arange(L), (2, L))
-    logits, pair_logits = model.with_next_sentence(jnp.asarray(IDS_BxL), positions, jnp.asarray(MASK_BxL),
-                                                   jnp.asarray(TYPES_BxL))
+    logits, pair_logits = model.with_next_sentence(
+        jnp.asarray(IDS_BxL), positions, jnp.asarray(MASK_BxL), jnp.asarray(TYPES_BxL)
+    )
     return np.asarray(logits), np.asarray(pair_logits)
 
 
@@ -49,8 +54,9 @@ def _assert_same(ours, theirs):
 
 def test_import_bert_for_pretraining_keeps_the_next_sentence_head(tmp_path):
     torch.manual_seed(0)
-    model = transformers.BertForPreTraining(transformers.BertConfig(vocab_size=V, **SIZES,
-                                                                    attn_implementation="eager")).eval()
+    model = transformers.BertForPreTraining(
+        transformers.BertConfig(vocab_size=V, **SIZES, attn_implementation="eager")
+    ).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.2 * torch.randn_like(p))
@@ -66,8 +72,18 @@ def test_import_bert_for_pretraining_keeps_the_next_sentence_head(tmp_path):
 
 
 def test_export_with_the_next_sentence_head_loads_as_bert_for_pretraining(tmp_path):
-    cfg = ModelConfig.for_family("bert", vocab_size=V, width=32, num_layers=2, num_heads=4, num_kv_heads=4,
-                                 mlp_dim=48, max_len=16, next_sentence_head=True, init_std=0.2)
+    cfg = ModelConfig.for_family(
+        "bert",
+        vocab_size=V,
+        width=32,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=4,
+        mlp_dim=48,
+        max_len=16,
+        next_sentence_head=True,
+        init_std=0.2,
+    )
     params = nnx.to_pure_dict(nnx.state(Transformer(cfg, rngs=nnx.Rngs(3))))
     to_hf(cfg, params, str(tmp_path))
     with open(os.path.join(tmp_path, "config.json")) as f:
@@ -78,8 +94,11 @@ def test_export_with_the_next_sentence_head_loads_as_bert_for_pretraining(tmp_pa
     # AutoModelForMaskedLM takes the same file and gives the same masked-LM logits.
     masked = transformers.AutoModelForMaskedLM.from_pretrained(str(tmp_path), attn_implementation="eager").eval()
     with torch.no_grad():
-        logits = masked(input_ids=torch.tensor(IDS_BxL), attention_mask=torch.tensor(MASK_BxL),
-                        token_type_ids=torch.tensor(TYPES_BxL)).logits.numpy()
+        logits = masked(
+            input_ids=torch.tensor(IDS_BxL),
+            attention_mask=torch.tensor(MASK_BxL),
+            token_type_ids=torch.tensor(TYPES_BxL),
+        ).logits.numpy()
     real = MASK_BxL.astype(bool)
     np.testing.assert_allclose(ours[0][real], logits[real], atol=1e-4, rtol=1e-4)
 

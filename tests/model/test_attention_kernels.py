@@ -75,8 +75,9 @@ def test_splash_refuses_a_length_off_the_tile():
 
 def _sharded_config(attention: str):
     config = base_config()
-    config.model.update(family="llama", num_layers=2, width=64, num_heads=4, num_kv_heads=2,
-                        mlp_dim=128, attention=attention)
+    config.model.update(
+        family="llama", num_layers=2, width=64, num_heads=4, num_kv_heads=2, mlp_dim=128, attention=attention
+    )
     config.data.update(seq_len=128, batch_size=4)
     config.train.update(warmup_steps=1, learning_rate=1e-3)
     config.mesh.update(preset="fsdp_tp", data=1, fsdp=2, tensor=2)
@@ -90,9 +91,13 @@ def _one_step(attention: str, rules: str = ""):
     trainer = make_trainer(config, model_cfg, make_mesh(config.mesh, jax.devices()[:4]))
     rng = np.random.default_rng(0)
     tokens = rng.integers(5, 64, (4, 129)).astype(np.int32)
-    batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "weights": np.ones((4, 128), np.float32),
-             "positions": np.tile(np.arange(128, dtype=np.int32), (4, 1)),
-             "segment_ids": np.repeat([[1] * 60 + [2] * 68], 4, 0).astype(np.int32)}
+    batch = {
+        "inputs": tokens[:, :-1],
+        "targets": tokens[:, 1:],
+        "weights": np.ones((4, 128), np.float32),
+        "positions": np.tile(np.arange(128, dtype=np.int32), (4, 1)),
+        "segment_ids": np.repeat([[1] * 60 + [2] * 68], 4, 0).astype(np.int32),
+    }
     batch = {k: jax.device_put(v, trainer.batch_shardings[k]) for k, v in batch.items()}
     state, metrics = trainer.train_step(trainer.init_state(0), batch)
     return float(metrics["loss"]), float(metrics["grad_norm"]), jax.device_get(state.params)

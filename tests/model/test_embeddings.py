@@ -16,6 +16,7 @@ def test_rope_preserves_norms_and_depends_only_on_relative_position():
         return apply_rope(x, cos, sin)
 
     np.testing.assert_allclose(jnp.linalg.norm(rotated(q, 7)), jnp.linalg.norm(q), rtol=1e-5)
+
     def dot(m, n):
         return float(jnp.sum(rotated(q, m) * rotated(k, n)))
 

@@ -50,8 +50,11 @@ def _params(family: str):
 
 
 def _kernels(tree) -> int:
-    return sum(leaf.size for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
-               if jax.tree_util.keystr(path).endswith("['kernel']"))
+    return sum(
+        leaf.size
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+        if jax.tree_util.keystr(path).endswith("['kernel']")
+    )
 
 
 def test_untied_llama_counts_its_head_but_not_its_input_lookup():

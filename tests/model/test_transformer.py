@@ -14,8 +14,15 @@ V, L = 37, 12
 
 
 def _model(family: str, **overrides) -> Transformer:
-    sizes = dict(vocab_size=V, width=32, num_layers=3, num_heads=4,
-                 num_kv_heads=2 if family == "llama" else 4, mlp_dim=48, max_len=L)
+    sizes = dict(
+        vocab_size=V,
+        width=32,
+        num_layers=3,
+        num_heads=4,
+        num_kv_heads=2 if family == "llama" else 4,
+        mlp_dim=48,
+        max_len=L,
+    )
     sizes.update(overrides)
     return Transformer(ModelConfig.for_family(family, **sizes), rngs=nnx.Rngs(0))
 
@@ -102,6 +109,7 @@ def _loss_and_grads(model):
     """A loss over all logits and its gradients, on fixed inputs."""
     ids, positions, segments = _ids(), _positions(), jnp.ones((2, L), jnp.int32)
     graphdef, params = nnx.split(model)
+
     def loss(p):
         return jnp.mean(nnx.merge(graphdef, p)(ids, positions, segments) ** 2)
 
@@ -113,8 +121,7 @@ def test_remat_changes_memory_not_numbers(remat):
     plain_loss, plain_grads = _loss_and_grads(_model("llama"))
     remat_loss, remat_grads = _loss_and_grads(_model("llama", remat=remat))
     np.testing.assert_allclose(remat_loss, plain_loss, rtol=1e-6)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
-                 plain_grads, remat_grads)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), plain_grads, remat_grads)
 
 
 def test_unrolled_layer_scan_gives_the_same_numbers():

@@ -11,16 +11,30 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FLAGS = ["--config.model.num_layers=2", "--config.model.width=32", "--config.model.num_heads=4",
-         "--config.data.seq_len=32", "--config.data.batch_size=8", "--config.data.tokenizer.kind=char",
-         "--config.train.warmup_steps=2", "--config.log.every=1", "--config.eval.every=0",
-         "--config.eval.max_batches=1", "--config.sample.num_tokens=4", "--config.train.steps=8",
-         "--config.checkpoint.every=4", "--config.mesh.preset=fsdp"]
+FLAGS = [
+    "--config.model.num_layers=2",
+    "--config.model.width=32",
+    "--config.model.num_heads=4",
+    "--config.data.seq_len=32",
+    "--config.data.batch_size=8",
+    "--config.data.tokenizer.kind=char",
+    "--config.train.warmup_steps=2",
+    "--config.log.every=1",
+    "--config.eval.every=0",
+    "--config.eval.max_batches=1",
+    "--config.sample.num_tokens=4",
+    "--config.train.steps=8",
+    "--config.checkpoint.every=4",
+    "--config.mesh.preset=fsdp",
+]
 
 
 def _env(devices: int) -> dict:
-    return {**os.environ, "JAX_PLATFORMS": "cpu",
-            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} {os.environ.get('JAXLM_TEST_XLA_FLAGS', '')}"}
+    return {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} {os.environ.get('JAXLM_TEST_XLA_FLAGS', '')}",
+    }
 
 
 def _free_port() -> int:
@@ -31,10 +45,25 @@ def _free_port() -> int:
 
 def _two_processes(workdir, *flags) -> list[subprocess.CompletedProcess]:
     port = _free_port()
-    processes = [subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "run_pretrain.py"), *FLAGS, *flags, f"--workdir={workdir}",
-         f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(4)) for i in range(2)]
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                os.path.join(ROOT, "run_pretrain.py"),
+                *FLAGS,
+                *flags,
+                f"--workdir={workdir}",
+                f"--coordinator_address=127.0.0.1:{port}",
+                "--num_processes=2",
+                f"--process_id={i}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(4),
+        )
+        for i in range(2)
+    ]
     results = []
     for process in processes:
         out, err = process.communicate(timeout=300)
@@ -50,9 +79,13 @@ def _losses(workdir) -> dict[int, float]:
 @pytest.mark.slow
 def test_two_processes_match_one_and_resume_together(tmp_path):
     reference = tmp_path / "one-process"
-    single = subprocess.run([sys.executable, os.path.join(ROOT, "run_pretrain.py"), *FLAGS,
-                             f"--workdir={reference}"], capture_output=True, text=True, env=_env(8),
-                            timeout=300)
+    single = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "run_pretrain.py"), *FLAGS, f"--workdir={reference}"],
+        capture_output=True,
+        text=True,
+        env=_env(8),
+        timeout=300,
+    )
     assert single.returncode == 0, single.stderr
 
     workdir = tmp_path / "two-processes"

@@ -14,15 +14,20 @@ from jaxlm.train.trainer import make_trainer
 V, B, L, D, H, N = 64, 8, 16, 64, 8, 2
 STEPS = 3
 # Expected per-device shard of the stacked query kernel [N, D, H, K] under each preset (8 devices).
-QUERY_SHARD = {"dp": (N, D, H, 8), "fsdp": (N, D // 8, H, 8), "tp": (N, D, H // 8, 8),
-               "fsdp_tp": (N, D // 4, H // 2, 8)}
+QUERY_SHARD = {
+    "dp": (N, D, H, 8),
+    "fsdp": (N, D // 8, H, 8),
+    "tp": (N, D, H // 8, 8),
+    "fsdp_tp": (N, D // 4, H // 2, 8),
+}
 
 
 def _config(family, preset, **train_fields):
     config = base_config()
     # llama: 4 key/value heads, which an 8-way tensor axis cannot split: they stay whole.
-    config.model.update(family=family, num_layers=N, width=D, num_heads=H,
-                        num_kv_heads=4 if family == "llama" else -1, mlp_dim=128)
+    config.model.update(
+        family=family, num_layers=N, width=D, num_heads=H, num_kv_heads=4 if family == "llama" else -1, mlp_dim=128
+    )
     config.data.update(seq_len=L, batch_size=B)
     config.train.update(warmup_steps=1, learning_rate=1e-3, **train_fields)
     config.mesh.preset = preset
@@ -35,9 +40,15 @@ def _batches(family):
     for _ in range(STEPS):
         tokens = rng.integers(5, V, (B, L + 1)).astype(np.int32)
         weights = (rng.random((B, L)) < (0.3 if family == "bert" else 1.0)).astype(np.float32)
-        batches.append({"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "weights": weights,
-                        "positions": np.tile(np.arange(L, dtype=np.int32), (B, 1)),
-                        "segment_ids": np.repeat([[1] * (L // 2) + [2] * (L // 2)], B, 0).astype(np.int32)})
+        batches.append(
+            {
+                "inputs": tokens[:, :-1],
+                "targets": tokens[:, 1:],
+                "weights": weights,
+                "positions": np.tile(np.arange(L, dtype=np.int32), (B, 1)),
+                "segment_ids": np.repeat([[1] * (L // 2) + [2] * (L // 2)], B, 0).astype(np.int32),
+            }
+        )
     return batches
 
 
@@ -55,8 +66,7 @@ def _train(config, devices):
 def _assert_params_close(params, reference):
     """Equal to float32 rounding, except the attention key bias: softmax ignores it, so its true
     gradient is zero and Adam turns rounding noise into tiny random steps; check it stays tiny."""
-    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(jax.device_get(params)),
-                            jax.tree.leaves(reference)):
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(jax.device_get(params)), jax.tree.leaves(reference)):
         name = jax.tree_util.keystr(path)
         if "['key']['bias']" in name:
             assert np.max(np.abs(a)) < 1e-4 and np.max(np.abs(b)) < 1e-4, name
@@ -73,8 +83,11 @@ def _one_device(family, **train_fields):
 
 # Every preset with one family each in the quick loop; the rest of the family x preset matrix is `slow`.
 QUICK = {("gpt2", "dp"), ("llama", "fsdp"), ("bert", "tp"), ("llama", "fsdp_tp")}
-MATRIX = [pytest.param(family, preset, marks=() if (family, preset) in QUICK else pytest.mark.slow)
-          for preset in ("dp", "fsdp", "tp", "fsdp_tp") for family in ("gpt2", "llama", "bert")]
+MATRIX = [
+    pytest.param(family, preset, marks=() if (family, preset) in QUICK else pytest.mark.slow)
+    for preset in ("dp", "fsdp", "tp", "fsdp_tp")
+    for family in ("gpt2", "llama", "bert")
+]
 
 
 @pytest.mark.parametrize("family,preset", MATRIX)

@@ -58,8 +58,11 @@ def test_restore_params_of_an_unreadable_checkpoint_names_it_and_the_older_ones(
         checkpointer.wait()
     checkpointer.close()
     shutil.rmtree(tmp_path / "checkpoints" / "2" / "params")  # committed, but its arrays are gone
-    with pytest.raises(CheckpointError, match=r"checkpoint 2 in .* cannot be read \(KeyError: .*\); "
-                                              r"choose an older complete step \(1; --step=N in python -m jaxlm.export"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"checkpoint 2 in .* cannot be read \(KeyError: .*\); "
+        r"choose an older complete step \(1; --step=N in python -m jaxlm.export",
+    ):
         restore_params(str(tmp_path))
     _, restored, step = restore_params(str(tmp_path), step=1)
     assert step == 1 and restored["w"].tolist() == [1.0, 1.0]
@@ -69,6 +72,8 @@ def test_restore_params_of_an_unreadable_checkpoint_names_it_and_the_older_ones(
         path = tmp_path / "checkpoints" / "1" / "params" / name
         if path.is_file():
             path.write_bytes(b"garbage!")
-    with pytest.raises(CheckpointError, match="checkpoint 1 in .* cannot be read .*; there is no older "
-                                              "complete checkpoint to use instead"):
+    with pytest.raises(
+        CheckpointError,
+        match="checkpoint 1 in .* cannot be read .*; there is no older complete checkpoint to use instead",
+    ):
         restore_params(str(tmp_path))

@@ -48,8 +48,11 @@ _SCRIPT = textwrap.dedent("""
 
 def test_evaluate_over_split_cpu_devices_finishes_with_the_right_mean():
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    env["XLA_FLAGS"] = os.environ.get("JAXLM_TEST_XLA_FLAGS", "")  # two devices from jax_num_cpu_devices, as mesh.cpu_devices=2 makes them
-    result = subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, text=True, env=env,
-                            cwd=ROOT, timeout=300)
+    env["XLA_FLAGS"] = os.environ.get(
+        "JAXLM_TEST_XLA_FLAGS", ""
+    )  # two devices from jax_num_cpu_devices, as mesh.cpu_devices=2 makes them
+    result = subprocess.run(
+        [sys.executable, "-c", _SCRIPT], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "evaluated 400" in result.stdout

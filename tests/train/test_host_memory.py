@@ -13,8 +13,10 @@ def _resident_mib() -> float:
         return int(f.read().split()[1]) * 4096 / 2**20
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or "libc" not in (ctypes.util.find_library("c") or ""),
-                    reason="malloc_trim is glibc's; elsewhere release_free_heap does nothing")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or "libc" not in (ctypes.util.find_library("c") or ""),
+    reason="malloc_trim is glibc's; elsewhere release_free_heap does nothing",
+)
 def test_freed_heap_stays_resident_until_released():
     release_free_heap()  # what earlier tests in this process freed would otherwise take the new blocks
     before = _resident_mib()

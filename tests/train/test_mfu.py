@@ -11,10 +11,20 @@ def _device(platform: str, kind: str):
     return types.SimpleNamespace(platform=platform, device_kind=kind)
 
 
-@pytest.mark.parametrize("kind, peak", [("TPU v4", 275e12), ("TPU v5 lite", 197e12), ("TPU v5", 459e12),
-                                        ("TPU v5p", 459e12), ("TPU v6 lite", 918e12),
-                                        ("NVIDIA A100-SXM4-80GB", 312e12), ("NVIDIA H100 80GB HBM3", 989e12),
-                                        ("NVIDIA H100 PCIe", 756e12), ("NVIDIA H200", 989e12)])
+@pytest.mark.parametrize(
+    "kind, peak",
+    [
+        ("TPU v4", 275e12),
+        ("TPU v5 lite", 197e12),
+        ("TPU v5", 459e12),
+        ("TPU v5p", 459e12),
+        ("TPU v6 lite", 918e12),
+        ("NVIDIA A100-SXM4-80GB", 312e12),
+        ("NVIDIA H100 80GB HBM3", 989e12),
+        ("NVIDIA H100 PCIe", 756e12),
+        ("NVIDIA H200", 989e12),
+    ],
+)
 def test_peak_flops_by_device_kind(kind, peak, monkeypatch):
     monkeypatch.delenv(PEAK_FLOPS_ENV, raising=False)
     assert peak_flops(_device("tpu" if "TPU" in kind else "gpu", kind)) == peak

@@ -33,12 +33,15 @@ def _batch(seed=0):
     real = np.arange(L) < lengths[:, None]
     split = rng.integers(2, lengths - 2)
     tokens = np.where(real, rng.integers(5, V, (B, L)), 0).astype(np.int32)
-    return {"inputs": tokens, "targets": tokens,
-            "weights": (real & (rng.random((B, L)) < 0.3)).astype(np.float32),
-            "positions": np.where(real, np.arange(L), 0).astype(np.int32),
-            "segment_ids": real.astype(np.int32),
-            "token_types": (real & (np.arange(L) >= split[:, None])).astype(np.int32),
-            "next_sentence": rng.integers(0, 2, B).astype(np.int32)}
+    return {
+        "inputs": tokens,
+        "targets": tokens,
+        "weights": (real & (rng.random((B, L)) < 0.3)).astype(np.float32),
+        "positions": np.where(real, np.arange(L), 0).astype(np.int32),
+        "segment_ids": real.astype(np.int32),
+        "token_types": (real & (np.arange(L) >= split[:, None])).astype(np.int32),
+        "next_sentence": rng.integers(0, 2, B).astype(np.int32),
+    }
 
 
 def _trainer(config, devices):
@@ -53,7 +56,8 @@ def test_the_loss_is_masked_lm_plus_next_sentence_and_both_heads_learn():
     batch = _batch()
     model = nnx.merge(trainer.graphdef, params)
     logits_BxLxV, pair_logits_Bx2 = model.with_next_sentence(
-        batch["inputs"], batch["positions"], batch["segment_ids"], batch["token_types"])
+        batch["inputs"], batch["positions"], batch["segment_ids"], batch["token_types"]
+    )
     assert pair_logits_Bx2.shape == (B, 2)
     token_loss = optax.softmax_cross_entropy_with_integer_labels(logits_BxLxV, batch["targets"])
     mlm = float((token_loss * batch["weights"]).sum() / batch["weights"].sum())
@@ -101,8 +105,11 @@ def test_gradient_accumulation_equals_one_big_batch():
     state_two, metrics_two = two.train_step(two.init_state(0), _batch())
     for key in ("loss", "next_sentence_loss", "next_sentence_accuracy", "grad_norm"):
         np.testing.assert_allclose(float(metrics_two[key]), float(metrics_one[key]), rtol=1e-5, err_msg=key)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-                 jax.device_get(state_two.params), jax.device_get(state_one.params))
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+        jax.device_get(state_two.params),
+        jax.device_get(state_one.params),
+    )
 
 
 @pytest.mark.parametrize("preset", ["fsdp", pytest.param("fsdp_tp", marks=pytest.mark.slow)])
@@ -116,8 +123,7 @@ def test_sharded_steps_equal_one_device(preset):
             out.append((float(metrics["loss"]), float(metrics["next_sentence_loss"])))
         return out
 
-    np.testing.assert_allclose(losses(_config(preset), jax.devices()), losses(_config(), jax.devices()[:1]),
-                               rtol=1e-5)
+    np.testing.assert_allclose(losses(_config(preset), jax.devices()), losses(_config(), jax.devices()[:1]), rtol=1e-5)
 
 
 def _topic_corpus(path, documents=24):
@@ -128,7 +134,7 @@ def _topic_corpus(path, documents=24):
     letters = "abcdefghijklmnopqrstuvwx"
     with open(path, "w") as f:
         for d in range(documents):
-            alphabet = list(letters[6 * (d % 4):6 * (d % 4) + 6])
+            alphabet = list(letters[6 * (d % 4) : 6 * (d % 4) + 6])
             words = ["".join(rng.choice(alphabet, rng.integers(2, 6))) for _ in range(300)]
             f.write(" ".join(words) + "\n")
 
@@ -139,8 +145,15 @@ def test_a_run_learns_next_sentence_prediction(tmp_path):
     _topic_corpus(corpus)
     config = base_config()
     config.model.update(family="bert", num_layers=2, width=64, num_heads=4)
-    config.data.update(source="text", path=str(corpus), document="line", seq_len=48, batch_size=16,
-                       next_sentence=True, val_fraction=0.1)
+    config.data.update(
+        source="text",
+        path=str(corpus),
+        document="line",
+        seq_len=48,
+        batch_size=16,
+        next_sentence=True,
+        val_fraction=0.1,
+    )
     config.data.tokenizer.kind = "char"
     config.train.update(steps=300, warmup_steps=10, learning_rate=3e-3)
     config.eval.update(every=300, max_batches=4)
@@ -170,8 +183,11 @@ def test_resuming_with_another_model_is_refused_by_name():
     config = _config()
     check_same_model(meta(saved), config)
     config.data.next_sentence = False
-    with pytest.raises(CheckpointError, match=r"step 60 was trained with data.next_sentence=True, but this run "
-                                              r"asks for False, a model with other parameters"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"step 60 was trained with data.next_sentence=True, but this run "
+        r"asks for False, a model with other parameters",
+    ):
         check_same_model(meta(saved), config)
     # A checkpoint older than a field counts as its default.
     del saved["model"]["biases"], saved["data"]["next_sentence"]

@@ -12,8 +12,7 @@ from jaxlm.train.optimizer import learning_rate_schedule, make_optimizer, weight
 
 def _train(**fields):
     train = base_config().train
-    train.update({"steps": 1000, "learning_rate": 1e-3, "warmup_steps": 100,
-                  "end_learning_rate": 1e-4, **fields})
+    train.update({"steps": 1000, "learning_rate": 1e-3, "warmup_steps": 100, "end_learning_rate": 1e-4, **fields})
     return train
 
 
@@ -33,8 +32,10 @@ def test_schedule_warms_up_linearly_then_decays_to_the_end_rate(decay):
 
 PARAMS = {
     "token_embed": {"embedding": jnp.ones((4, 2))},
-    "blocks": {"attention": {"query": {"kernel": jnp.ones((2, 2, 2)), "bias": jnp.ones((2, 2))}},
-               "attention_norm": {"scale": jnp.ones((2, 2))}},
+    "blocks": {
+        "attention": {"query": {"kernel": jnp.ones((2, 2, 2)), "bias": jnp.ones((2, 2))}},
+        "attention_norm": {"scale": jnp.ones((2, 2))},
+    },
 }
 
 
@@ -70,5 +71,4 @@ def test_clipping_equals_adamw_on_gradients_scaled_to_the_clip_norm():
         b, state_b = unclipped.update(scaled, state_b, PARAMS)
         jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6), a, b)
     raw, _ = unclipped.update(grads, unclipped.init(PARAMS), PARAMS)
-    assert not np.allclose(raw["blocks"]["attention_norm"]["scale"],
-                           a["blocks"]["attention_norm"]["scale"])
+    assert not np.allclose(raw["blocks"]["attention_norm"]["scale"], a["blocks"]["attention_norm"]["scale"])

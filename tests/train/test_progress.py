@@ -6,8 +6,15 @@ import pytest
 
 from jaxlm.train.progress import Progress, eval_line, format_duration, parse_line, step_line
 
-RECORD = {"step": 25, "loss": 6.18061, "accuracy": 0.0812, "learning_rate": 1.44e-3, "grad_norm": 0.543,
-          "tokens_per_second": 6519.4, "mfu": 0.4123}
+RECORD = {
+    "step": 25,
+    "loss": 6.18061,
+    "accuracy": 0.0812,
+    "learning_rate": 1.44e-3,
+    "grad_norm": 0.543,
+    "tokens_per_second": 6519.4,
+    "mfu": 0.4123,
+}
 
 
 def test_a_step_line_parses_back_to_its_numbers():
@@ -29,8 +36,14 @@ def test_unknown_mfu_prints_a_dash():
 
 def test_an_eval_line_parses_back():
     fields = parse_line(eval_line(30, 30, {"val_loss": 3.8652, "val_perplexity": 47.71, "val_accuracy": 0.271}))
-    assert fields == {"kind": "eval", "step": "30", "steps": "30", "val_loss": "3.8652", "val_ppl": "47.71",
-                      "val_acc": "0.271"}
+    assert fields == {
+        "kind": "eval",
+        "step": "30",
+        "steps": "30",
+        "val_loss": "3.8652",
+        "val_ppl": "47.71",
+        "val_acc": "0.271",
+    }
 
 
 def test_format_duration():

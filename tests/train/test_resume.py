@@ -20,10 +20,19 @@ from jaxlm.runs.reader import restore_params
 
 pytestmark = pytest.mark.slow  # whole runs in subprocesses
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TINY = ["--config.model.num_layers=2", "--config.model.width=32", "--config.model.num_heads=4",
-        "--config.data.seq_len=32", "--config.data.batch_size=8", "--config.data.tokenizer.kind=char",
-        "--config.train.warmup_steps=5", "--config.log.every=1", "--config.eval.every=0",
-        "--config.eval.max_batches=1", "--config.sample.num_tokens=4"]
+TINY = [
+    "--config.model.num_layers=2",
+    "--config.model.width=32",
+    "--config.model.num_heads=4",
+    "--config.data.seq_len=32",
+    "--config.data.batch_size=8",
+    "--config.data.tokenizer.kind=char",
+    "--config.train.warmup_steps=5",
+    "--config.log.every=1",
+    "--config.eval.every=0",
+    "--config.eval.max_batches=1",
+    "--config.sample.num_tokens=4",
+]
 OBJECTIVES = {"causal": [], "mlm": [f"--config={ROOT}/configs/bert_tiny.py"]}
 
 
@@ -31,8 +40,7 @@ def _command(workdir, *flags):
     """The recipe flag first, then TINY, then the test's own flags (later ones win)."""
     recipe = [f for f in flags if f.startswith("--config=")]
     rest = [f for f in flags if not f.startswith("--config=")]
-    return [sys.executable, os.path.join(ROOT, "run_pretrain.py"), *recipe, *TINY, *rest,
-            f"--workdir={workdir}"]
+    return [sys.executable, os.path.join(ROOT, "run_pretrain.py"), *recipe, *TINY, *rest, f"--workdir={workdir}"]
 
 
 def _env(devices=1):
@@ -42,8 +50,7 @@ def _env(devices=1):
 
 
 def _run(workdir, *flags, devices=1) -> subprocess.CompletedProcess:
-    return subprocess.run(_command(workdir, *flags), capture_output=True, text=True, env=_env(devices),
-                          timeout=600)
+    return subprocess.run(_command(workdir, *flags), capture_output=True, text=True, env=_env(devices), timeout=600)
 
 
 def _losses(workdir) -> dict[int, float]:
@@ -95,8 +102,9 @@ def uninterrupted(tmp_path_factory):
 def _start_like_the_reference(objective, workdir, stderr):
     """The reference run's flags, and that run started in `workdir` with its stdout piped."""
     flags = [*OBJECTIVES[objective], *REFERENCE_FLAGS]
-    return flags, subprocess.Popen(_command(workdir, *flags), stdout=subprocess.PIPE, text=True, env=_env(),
-                                   stderr=stderr)
+    return flags, subprocess.Popen(
+        _command(workdir, *flags), stdout=subprocess.PIPE, text=True, env=_env(), stderr=stderr
+    )
 
 
 @pytest.mark.parametrize("objective", ["causal", "mlm"])
@@ -152,13 +160,13 @@ def test_restore_onto_other_meshes(tmp_path):
     assert _run(reference, *flags, "--config.mesh.preset=fsdp", devices=8).returncode == 0
     workdir = tmp_path / "moved"
     for devices, preset, stop_at in ((8, "fsdp", 4), (4, "tp", 8), (1, "dp", 12)):
-        result = _run(workdir, *flags, f"--config.mesh.preset={preset}", f"--config.train.stop_at={stop_at}",
-                      devices=devices)
+        result = _run(
+            workdir, *flags, f"--config.mesh.preset={preset}", f"--config.train.stop_at={stop_at}", devices=devices
+        )
         assert result.returncode == 0, result.stderr
         assert f"{devices} x cpu" in result.stdout
     expected, got = _losses(reference), _losses(workdir)
-    np.testing.assert_allclose([got[s] for s in range(1, 13)], [expected[s] for s in range(1, 13)],
-                               rtol=1e-5)
+    np.testing.assert_allclose([got[s] for s in range(1, 13)], [expected[s] for s in range(1, 13)], rtol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -174,8 +182,10 @@ def two_checkpoints_run(tmp_path_factory):
 @pytest.fixture
 def two_checkpoints(two_checkpoints_run):
     """Copies the two-checkpoint run into a workdir of the test's own."""
+
     def copy(workdir):
         shutil.copytree(two_checkpoints_run, workdir, dirs_exist_ok=True)
+
     return copy
 
 
@@ -200,9 +210,15 @@ def test_checkpoint_without_commit_marker_is_skipped(tmp_path, two_checkpoints):
 
 
 def test_nan_stops_the_run_and_never_reaches_disk(tmp_path):
-    result = _run(tmp_path, "--config.train.steps=30", "--config.checkpoint.every=2",
-                  "--config.train.learning_rate=1e6", "--config.train.clip_norm=0",
-                  "--config.train.warmup_steps=0", "--config.log.every=10")
+    result = _run(
+        tmp_path,
+        "--config.train.steps=30",
+        "--config.checkpoint.every=2",
+        "--config.train.learning_rate=1e6",
+        "--config.train.clip_norm=0",
+        "--config.train.warmup_steps=0",
+        "--config.log.every=10",
+    )
     assert result.returncode == 3, result.stderr
     assert "training diverged; the last good checkpoint is step" in result.stderr
     bad_step = int(result.stderr.split(" at step ")[1].split(":")[0])
@@ -213,9 +229,15 @@ def test_nan_stops_the_run_and_never_reaches_disk(tmp_path):
 
 
 def test_skip_nonfinite_keeps_going(tmp_path):
-    result = _run(tmp_path, "--config.train.steps=6", "--config.checkpoint.every=3",
-                  "--config.train.learning_rate=1e6", "--config.train.clip_norm=0",
-                  "--config.train.warmup_steps=0", "--config.train.skip_nonfinite=True")
+    result = _run(
+        tmp_path,
+        "--config.train.steps=6",
+        "--config.checkpoint.every=3",
+        "--config.train.learning_rate=1e6",
+        "--config.train.clip_norm=0",
+        "--config.train.warmup_steps=0",
+        "--config.train.skip_nonfinite=True",
+    )
     assert result.returncode == 0, result.stderr
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(_final_params(tmp_path)))
 
@@ -229,12 +251,17 @@ def test_a_second_run_on_a_busy_workdir_refuses(tmp_path):
 
 def test_restore_from_starts_a_new_run_from_weights(tmp_path, two_checkpoints):
     two_checkpoints(tmp_path / "first")
-    result = _run(tmp_path / "second", "--config.train.steps=6",
-                  f"--config.checkpoint.restore_from={tmp_path / 'first'}")
+    result = _run(
+        tmp_path / "second", "--config.train.steps=6", f"--config.checkpoint.restore_from={tmp_path / 'first'}"
+    )
     assert result.returncode == 0, result.stderr
     assert "start | weights from" in result.stdout and "step 8" in result.stdout
-    bad = _run(tmp_path / "third", "--config.train.steps=6", "--config.model.width=64",
-               f"--config.checkpoint.restore_from={tmp_path / 'first'}")
+    bad = _run(
+        tmp_path / "third",
+        "--config.train.steps=6",
+        "--config.model.width=64",
+        f"--config.checkpoint.restore_from={tmp_path / 'first'}",
+    )
     assert bad.returncode == 2 and "there but (2, 64, 4, 16) in this run's model" in bad.stderr
 
 
@@ -244,8 +271,9 @@ def test_restore_from_an_unreadable_checkpoint_names_it_and_the_older_ones(tmp_p
         if os.path.isfile(path):
             with open(path, "r+b") as f:
                 f.truncate(8)
-    result = _run(tmp_path / "second", "--config.train.steps=6",
-                  f"--config.checkpoint.restore_from={tmp_path / 'first'}")
+    result = _run(
+        tmp_path / "second", "--config.train.steps=6", f"--config.checkpoint.restore_from={tmp_path / 'first'}"
+    )
     assert result.returncode == 2
     assert "checkpoint 8 in " in result.stderr and "cannot be read" in result.stderr
     moved = tmp_path / "first" / "checkpoints" / "8"

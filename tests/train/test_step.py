@@ -23,8 +23,7 @@ def _setup(family="gpt2", grad_accum_steps=1, **train_fields):
     graphdef, params = nnx.split(Transformer(model_config(config, V), rngs=nnx.Rngs(0)))
     params = nnx.to_pure_dict(params)
     optimizer, schedule = make_optimizer(config.train, params)
-    step = jax.jit(make_train_step(graphdef, optimizer, schedule, grad_accum_steps=grad_accum_steps,
-                                   dropout_seed=None))
+    step = jax.jit(make_train_step(graphdef, optimizer, schedule, grad_accum_steps=grad_accum_steps, dropout_seed=None))
     return graphdef, init_state(params, optimizer), step
 
 
@@ -33,9 +32,13 @@ def _batch(seed=0):
     tokens = rng.integers(5, V, (B, L + 1)).astype(np.int32)
     tokens[:, 0] = np.arange(5, 5 + B)  # distinct first tokens: every prefix has one right answer
     weights = (rng.random((B, L)) < 0.8).astype(np.float32)
-    return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "weights": weights,
-            "positions": np.tile(np.arange(L, dtype=np.int32), (B, 1)),
-            "segment_ids": np.ones((B, L), np.int32)}
+    return {
+        "inputs": tokens[:, :-1],
+        "targets": tokens[:, 1:],
+        "weights": weights,
+        "positions": np.tile(np.arange(L, dtype=np.int32), (B, 1)),
+        "segment_ids": np.ones((B, L), np.int32),
+    }
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama", "bert"])
@@ -60,15 +63,15 @@ def test_gradient_accumulation_equals_one_big_batch():
         state_four, m_four = step_four(state_four, _batch(seed))
         np.testing.assert_allclose(m_four["loss"], m_one["loss"], rtol=1e-5)
         np.testing.assert_allclose(m_four["grad_norm"], m_one["grad_norm"], rtol=1e-4)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-                 state_four.params, state_one.params)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), state_four.params, state_one.params
+    )
 
 
 def test_loss_is_the_weighted_mean_of_token_cross_entropies():
     graphdef, state, step = _setup()
     batch = _batch()
-    logits = nnx.merge(graphdef, state.params)(batch["inputs"], batch["positions"],
-                                                batch["segment_ids"])
+    logits = nnx.merge(graphdef, state.params)(batch["inputs"], batch["positions"], batch["segment_ids"])
     log_probs = jax.nn.log_softmax(np.asarray(logits, np.float64), axis=-1)
     token_losses = -np.take_along_axis(np.asarray(log_probs), batch["targets"][..., None], -1)[..., 0]
     expected = (token_losses * batch["weights"]).sum() / batch["weights"].sum()
@@ -96,7 +99,6 @@ def test_dropout_keys_follow_the_step_so_runs_repeat():
     _, a = step(init_state(params, optimizer), _batch())
     _, b = step(init_state(params, optimizer), _batch())
     np.testing.assert_array_equal(a["loss"], b["loss"])
-    no_dropout = jax.jit(make_train_step(graphdef, optimizer, schedule, grad_accum_steps=1,
-                                         dropout_seed=None))
+    no_dropout = jax.jit(make_train_step(graphdef, optimizer, schedule, grad_accum_steps=1, dropout_seed=None))
     _, c = no_dropout(init_state(params, optimizer), _batch())
     assert float(a["loss"]) != float(c["loss"])

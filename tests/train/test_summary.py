@@ -56,18 +56,27 @@ def test_config_diff_lists_only_the_changed_fields():
 def test_start_lines_name_modules_memory_and_the_diff():
     config, trainer = _trainer("fsdp")
     default = os.path.join(ROOT, "configs", "default.py")
-    lines = start_lines(config, ("default.py", load_recipe(default)), trainer.abstract_params,
-                        trainer.abstract_state, trainer.state_sharding, trainer.params_sharding)
+    lines = start_lines(
+        config,
+        ("default.py", load_recipe(default)),
+        trainer.abstract_params,
+        trainer.abstract_state,
+        trainer.state_sharding,
+        trainer.params_sharding,
+    )
     assert lines[0].startswith("params | blocks ") and "lm_head" in lines[0]
     assert lines[1].startswith("memory | ") and "optimizer state per device" in lines[1]
-    assert lines[2] == ("config | vs default.py: data.batch_size 12 -> 8, data.seq_len 128 -> 32, "
-                        "mesh.preset 'dp' -> 'fsdp', model.num_heads 6 -> 4, model.num_layers 4 -> 2, "
-                        "model.width 192 -> 64")
+    assert lines[2] == (
+        "config | vs default.py: data.batch_size 12 -> 8, data.seq_len 128 -> 32, "
+        "mesh.preset 'dp' -> 'fsdp', model.num_heads 6 -> 4, model.num_layers 4 -> 2, "
+        "model.width 192 -> 64"
+    )
 
 
 def test_without_a_recipe_the_diff_is_against_the_defaults():
     """A run started from Python (a notebook) names no recipe: the defaults are the reference."""
     config, trainer = _trainer("dp")
-    line = start_lines(config, None, trainer.abstract_params, trainer.abstract_state, trainer.state_sharding,
-                       trainer.params_sharding)[2]
+    line = start_lines(
+        config, None, trainer.abstract_params, trainer.abstract_state, trainer.state_sharding, trainer.params_sharding
+    )[2]
     assert line.startswith("config | vs jaxlm/config.py") and "model.width 192 -> 64" in line

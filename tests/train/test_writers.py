@@ -24,8 +24,8 @@ def _events(tensorboard_dir: str) -> list[event_pb2.Event]:
             data = f.read()
         offset = 0
         while offset < len(data):
-            (length,) = struct.unpack("<Q", data[offset:offset + 8])
-            events.append(event_pb2.Event.FromString(data[offset + 12:offset + 12 + length]))
+            (length,) = struct.unpack("<Q", data[offset : offset + 8])
+            events.append(event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length]))
             offset += 12 + length + 4
     return events
 
@@ -41,8 +41,12 @@ def _scalars(tensorboard_dir: str) -> dict[str, dict[int, float]]:
 
 
 def _texts(tensorboard_dir: str) -> dict[str, str]:
-    return {value.tag: value.tensor.string_val[0].decode() for event in _events(tensorboard_dir)
-            for value in event.summary.value if value.metadata.plugin_data.plugin_name == "text"}
+    return {
+        value.tag: value.tensor.string_val[0].decode()
+        for event in _events(tensorboard_dir)
+        for value in event.summary.value
+        if value.metadata.plugin_data.plugin_name == "text"
+    }
 
 
 def test_records_become_jsonl_lines_and_scalars_and_the_config_text(tmp_path):
@@ -54,8 +58,12 @@ def test_records_become_jsonl_lines_and_scalars_and_the_config_text(tmp_path):
     with open(tmp_path / "metrics.jsonl") as f:
         assert [json.loads(line)["step"] for line in f] == [10, 20, 20]
     scalars = _scalars(str(tmp_path / "tensorboard"))
-    assert scalars == {"loss": {10: 4.0, 20: 3.5}, "learning_rate": {10: pytest.approx(1e-3), 20: pytest.approx(2e-3)},
-                       "mfu": {10: 0.25}, "val_loss": {20: 3.25}}
+    assert scalars == {
+        "loss": {10: 4.0, 20: 3.5},
+        "learning_rate": {10: pytest.approx(1e-3), 20: pytest.approx(2e-3)},
+        "mfu": {10: 0.25},
+        "val_loss": {20: 3.25},
+    }
     assert '"seed": 0' in _texts(str(tmp_path / "tensorboard"))["config/text_summary"]
 
 
@@ -80,13 +88,28 @@ def tiny_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("run")
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAXLM_PEAK_FLOPS": "1e11"}
     env["XLA_FLAGS"] = os.environ.get("JAXLM_TEST_XLA_FLAGS", "")
-    flags = ["--config.model.num_layers=1", "--config.model.width=32", "--config.model.num_heads=2",
-             "--config.data.seq_len=32", "--config.data.batch_size=4", "--config.train.steps=30",
-             "--config.train.warmup_steps=5", "--config.log.every=10", "--config.eval.every=15",
-             "--config.eval.max_batches=2", "--config.sample.num_tokens=8",
-             "--config.data.tokenizer.kind=char", f"--workdir={workdir}"]
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "run_pretrain.py"), *flags], capture_output=True,
-                            text=True, env=env, timeout=600)
+    flags = [
+        "--config.model.num_layers=1",
+        "--config.model.width=32",
+        "--config.model.num_heads=2",
+        "--config.data.seq_len=32",
+        "--config.data.batch_size=4",
+        "--config.train.steps=30",
+        "--config.train.warmup_steps=5",
+        "--config.log.every=10",
+        "--config.eval.every=15",
+        "--config.eval.max_batches=2",
+        "--config.sample.num_tokens=8",
+        "--config.data.tokenizer.kind=char",
+        f"--workdir={workdir}",
+    ]
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "run_pretrain.py"), *flags],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     with open(workdir / "metrics.jsonl") as f:
         records = [json.loads(line) for line in f]
@@ -106,7 +129,8 @@ def test_the_plain_lines_read_back_as_the_logged_metrics(tiny_run):
         assert float(line["mfu"].rstrip("%")) == pytest.approx(100 * record["mfu"], abs=0.05)
     evals = [line for line in lines if line["kind"] == "eval"]
     assert [(int(e["step"]), float(e["val_loss"])) for e in evals] == [
-        (r["step"], pytest.approx(r["val_loss"], abs=1e-4)) for r in records if "val_loss" in r]
+        (r["step"], pytest.approx(r["val_loss"], abs=1e-4)) for r in records if "val_loss" in r
+    ]
 
 
 @pytest.mark.slow
