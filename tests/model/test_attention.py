@@ -74,7 +74,7 @@ def test_attend_equals_jax_dot_product_attention(kv_heads):
     np.testing.assert_allclose(attend(q, k, v, mask), want, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("length", [200, 256])
+@pytest.mark.parametrize("length", [pytest.param(200, marks=pytest.mark.slow), 256])  # 200: a ragged last block
 def test_causal_blocks_give_full_attention_values_and_gradients(length):
     """Each query block sees keys only up to its end; the rest is its future, so nothing changes."""
     assert causal_block_rows(length) == 64 and causal_block_rows(64) == 0  # 200: 3 blocks of 64 and one of 8

@@ -11,6 +11,8 @@ from jaxlm.runs.checkpoint import CheckpointError
 from jaxlm.runs.reader import open_run
 from jaxlm.train.loop import run
 
+pytestmark = pytest.mark.slow  # trains a run first
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
