@@ -49,6 +49,7 @@ PARAMS = {
 
 flags.DEFINE_string("root", ROOT, "The checkout whose `python -m jaxlm.aot` compiles the recipes.")
 flags.DEFINE_list("recipes", list(RECIPES), "Recipes (configs/NAME.py) to compile.")
+flags.DEFINE_list("set", [], "Overrides for every recipe, FIELD=VALUE (e.g. model.attention=xla).")
 flags.DEFINE_bool("write", False, "Replace README.md's table with the new one.")
 flags.DEFINE_bool("check", False, "Exit 1 when a recipe's per-chip memory grew past --tolerance over README's.")
 flags.DEFINE_float("tolerance", 0.02, "Allowed growth of per-chip memory for --check (0.02 = 2%).")
@@ -127,12 +128,20 @@ def parse(recipe: str, out: str, seconds: float) -> Row:
     )
 
 
-def compile_recipe(root: str, recipe: str) -> Row:
-    """`python -m jaxlm.aot` of `root` on configs/RECIPE.py for its slice, read back."""
+def compile_recipe(root: str, recipe: str, overrides: list[str] = ()) -> Row:
+    """`python -m jaxlm.aot` of `root` on configs/RECIPE.py for its slice (with --config.FIELD=VALUE
+    overrides), read back."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": root}
     start = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "jaxlm.aot", f"--config=configs/{recipe}.py", f"--topology={RECIPES[recipe]}"],
+        [
+            sys.executable,
+            "-m",
+            "jaxlm.aot",
+            f"--config=configs/{recipe}.py",
+            f"--topology={RECIPES[recipe]}",
+            *(f"--config.{override}" for override in overrides),
+        ],
         cwd=root,
         env=env,
         capture_output=True,
@@ -155,7 +164,7 @@ def main(argv: list[str]) -> int:
     f = flags.FLAGS
     rows = []
     for recipe in f.recipes:
-        row = compile_recipe(f.root, recipe)
+        row = compile_recipe(f.root, recipe, f.set)
         rows.append(row)
         print(row.markdown(), flush=True)
     table = "\n".join([HEADER, *(row.markdown() for row in rows)])

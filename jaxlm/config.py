@@ -98,7 +98,7 @@ def base_config() -> ml_collections.ConfigDict:  # long: the one table, a line p
     c.model.vocab_size = -1  # Embedding rows; -1 = the tokenizer's vocabulary. Must be >= the tokenizer's.
     c.model.dropout = 0.0  # Dropout rate on embeddings, attention output and FFN output.
     c.model.dtype = "float32"  # Compute dtype: "float32" or "bfloat16" (parameters stay float32).
-    c.model.attention = "xla"  # Attention kernel: "xla" (any device), "cudnn" (NVIDIA GPU flash attention, bfloat16), "splash" (TPU Pallas flash attention, seq_len a multiple of 128).
+    c.model.attention = "auto"  # Attention kernel: "auto" (splash on TPU when seq_len is a multiple of 128, cudnn on NVIDIA GPUs in bfloat16, else xla), "xla" (any device), "cudnn" (NVIDIA GPU flash attention, bfloat16), "splash" (TPU Pallas flash attention, seq_len a multiple of 128).
     c.model.remat = "none"  # Rematerialise each block in the backward pass: "none", "full" or "dots".
     c.model.scan_unroll = 1  # Blocks per layer-scan iteration: 1 keeps compile time flat in depth; num_layers unrolls all (faster small models).
 
@@ -218,7 +218,7 @@ def _validate_model(config: ml_collections.ConfigDict) -> None:
     _choice(config, "model.family", FAMILIES)
     _choice(config, "model.dtype", DTYPES)
     _choice(config, "model.remat", REMAT)
-    _choice(config, "model.attention", ATTENTION_KERNELS)
+    _choice(config, "model.attention", ("auto", *ATTENTION_KERNELS))
     _choice(config, "model.biases", BIASES)
     _positive(config, "model.num_layers", "model.width", "model.num_heads", "model.scan_unroll")
     if m.width % m.num_heads:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import pytest
 
 pytest.importorskip("libtpu", reason="AOT compilation for TPU needs libtpu: pip install -e '.[tpu]'")
@@ -143,3 +144,32 @@ def test_a_model_too_big_for_the_slice_says_so_and_exits_1():
 def test_bad_config_or_topology_exits_2(args, message):
     result = _run_aot(*args)
     assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_a_step_compiled_for_a_tpu_slice_traces_the_accelerator_formulation():
+    """The model reads the platform off the mesh the trainer traces under, not off this CPU host."""
+    import numpy as np
+
+    from jaxlm.model import platform
+
+    devices = topology.topology_devices(topology.parse_topology("v5e:2x2"))
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("data",))
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+        assert platform.target_platform() == "tpu" and not platform.on_cpu()
+    assert platform.on_cpu()  # outside it, this host's CPU
+
+
+@pytest.mark.slow  # one real pod recipe, compiled for its slice: a minute or two
+def test_the_fastest_pod_recipe_still_fits_in_what_readme_records():
+    """A change that grows a pod recipe's per-chip memory (as the CPU-shaped formulations once grew llama_7b's
+    by 13 GiB) fails here, not on the pod: llama_7b, the quickest of README's table to compile, may need at
+    most 2% more than README's figure, which benchmarks/aot_table.py --write records."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("aot_table", os.path.join(ROOT, "benchmarks", "aot_table.py"))
+    aot_table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(aot_table)
+    with open(os.path.join(ROOT, "README.md")) as f:
+        recorded = aot_table.readme_totals(f.read())["llama_7b"]
+    row = aot_table.compile_recipe(ROOT, "llama_7b")
+    assert row.total_gib <= recorded * 1.02, f"llama_7b needs {row.total_gib:.2f} GiB a chip; README records {recorded}"

@@ -114,7 +114,7 @@ def compile_step(config: ml_collections.ConfigDict, topology: Topology, config_n
         mesh=dict(mesh.shape),
         remat=model_cfg.remat,
         dtype=model_cfg.dtype,
-        attention=model_cfg.attention,
+        attention=trainer.model_cfg.attention,  # the kernel "auto" chose for the slice
         kernel_calls=kernel_calls,
         batch_size=batch_size,
         seq_len=seq_len,

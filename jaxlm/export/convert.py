@@ -1,4 +1,4 @@
-"""A whole Hugging Face directory out of (ModelConfig, params, tokenizer file), and back into jaxlm."""
+"""A whole Hugging Face directory out of (ModelConfig, params, tokenizer), and back into jaxlm."""
 
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ from jaxlm.model import attention_kernels
 from jaxlm.model.config import ModelConfig
 from jaxlm.model.embeddings import apply_rope
 from jaxlm.model.layers import Dense
+from jaxlm.model.platform import on_cpu, target_platform
 
 
 def attention_mask(segment_ids_BxL: jax.Array, causal: bool) -> jax.Array:
@@ -30,13 +31,19 @@ def attention_mask(segment_ids_BxL: jax.Array, causal: bool) -> jax.Array:
     return same_segment_BxLxL[:, None]
 
 
+def kernel(cfg: ModelConfig, length: int) -> str:
+    """The attention kernel that runs: `cfg.attention`, with "auto" chosen for the platform being traced
+    (the trainer resolves it up front for the mesh's devices; here it matters for models built elsewhere)."""
+    return attention_kernels.choose_kernel(cfg.attention, target_platform(), length, cfg.dtype, cfg.head_dim)
+
+
 def visibility(segment_ids_BxL: jax.Array, cfg: ModelConfig) -> jax.Array:
     """What every layer's attention is told about which keys a query sees, built once per step.
 
     The [B, 1, L, L] mask for "xla"; the [B, L] segment ids themselves for the fused kernels,
     which build their mask tile by tile and never hold an [L, L] matrix.
     """
-    if cfg.attention == "xla":
+    if kernel(cfg, segment_ids_BxL.shape[1]) == "xla":
         return attention_mask(segment_ids_BxL, cfg.causal)
     return segment_ids_BxL
 
@@ -57,26 +64,44 @@ def decode_mask(segment_BxM: jax.Array, segment_ids_BxL: jax.Array, start: jax.A
 def attend(q_BxLxHxK: jax.Array, k_BxMxGxK: jax.Array, v_BxMxGxK: jax.Array, mask_Bx1xLxM: jax.Array) -> jax.Array:
     """softmax(q k^T / sqrt(K), masked) v, [B, L, H, K]; scores and softmax in float32.
 
-    Both products are batched matmuls over (B, G) with one contracting and one free axis each
-    (queries of a key/value head's R heads side by side as R*L rows): the canonical form, which XLA
-    runs without transposing the [B, G, R*L, M] scores, about 1.4x faster on the CPU than einsums
-    that leave it to pick (benchmarks/NOTES.md). Normalises after the value product: dividing
-    [B, L, H, K] rather than [B, H, L, M] saves a pass over the biggest tensor.
+    Normalises after the value product: dividing [B, L, H, K] rather than [B, H, L, M] saves a pass over
+    the biggest tensor. Two exact formulations, chosen by `platform.on_cpu()`: einsums whose layout XLA:TPU
+    and XLA:GPU pick themselves, or on the CPU batched matmuls over (B, G) that XLA:CPU runs without
+    transposing the scores.
     """
+    q_BxLxHxK = q_BxLxHxK * jnp.asarray(q_BxLxHxK.shape[-1] ** -0.5, q_BxLxHxK.dtype)
+    if on_cpu():
+        return _attend_batched(q_BxLxHxK, k_BxMxGxK, v_BxMxGxK, mask_Bx1xLxM)
+    B, L, H, K = q_BxLxHxK.shape
+    G = k_BxMxGxK.shape[2]
+    q_BxLxGxRxK = q_BxLxHxK.reshape(B, L, G, H // G, K)
+    s_BxGxRxLxM = jnp.einsum("BLGRK,BMGK->BGRLM", q_BxLxGxRxK, k_BxMxGxK, preferred_element_type=jnp.float32)
+    s_BxGxRxLxM = jnp.where(mask_Bx1xLxM[:, :, None], s_BxGxRxLxM, -1e30)
+    # The max only keeps exp in range; any constant per row gives the same softmax, so no gradient.
+    s_max_BxGxRxLx1 = jax.lax.stop_gradient(s_BxGxRxLxM.max(-1, keepdims=True))
+    e_BxGxRxLxM = jnp.exp(s_BxGxRxLxM - s_max_BxGxRxLx1)
+    y_BxLxGxRxK = jnp.einsum(
+        "BGRLM,BMGK->BLGRK", e_BxGxRxLxM.astype(v_BxMxGxK.dtype), v_BxMxGxK, preferred_element_type=jnp.float32
+    )
+    sum_BxLxGxRx1 = e_BxGxRxLxM.sum(-1).transpose(0, 3, 1, 2)[..., None]
+    return (y_BxLxGxRxK / sum_BxLxGxRx1).reshape(B, L, H, K).astype(q_BxLxHxK.dtype)
+
+
+def _attend_batched(
+    q_BxLxHxK: jax.Array, k_BxMxGxK: jax.Array, v_BxMxGxK: jax.Array, mask_Bx1xLxM: jax.Array
+) -> jax.Array:
+    """`attend` (scaled queries) for XLA:CPU: both products batched matmuls over (B, G) with one contracting
+    and one free axis each (queries of a key/value head's R heads side by side as R*L rows), the canonical
+    form XLA:CPU runs without transposing the [B, G, R*L, M] scores: 1.4x faster there than the einsums
+    (benchmarks/NOTES.md)."""
     B, L, H, K = q_BxLxHxK.shape
     M, G = k_BxMxGxK.shape[1], k_BxMxGxK.shape[2]
     R = H // G
-    q_BGxRLxK = (
-        (q_BxLxHxK * jnp.asarray(K**-0.5, q_BxLxHxK.dtype))
-        .reshape(B, L, G, R, K)
-        .transpose(0, 2, 3, 1, 4)
-        .reshape(B * G, R * L, K)
-    )
+    q_BGxRLxK = q_BxLxHxK.reshape(B, L, G, R, K).transpose(0, 2, 3, 1, 4).reshape(B * G, R * L, K)
     k_BGxMxK = k_BxMxGxK.transpose(0, 2, 1, 3).reshape(B * G, M, K)
     v_BGxMxK = v_BxMxGxK.transpose(0, 2, 1, 3).reshape(B * G, M, K)
     s_BGxRLxM = jnp.matmul(q_BGxRLxK, k_BGxMxK.transpose(0, 2, 1), preferred_element_type=jnp.float32)
     s_BxGxRxLxM = jnp.where(mask_Bx1xLxM[:, :, None], s_BGxRLxM.reshape(B, G, R, L, M), -1e30)
-    # The max only keeps exp in range; any constant per row gives the same softmax, so no gradient.
     s_max_BxGxRxLx1 = jax.lax.stop_gradient(s_BxGxRxLxM.max(-1, keepdims=True))
     e_BxGxRxLxM = jnp.exp(s_BxGxRxLxM - s_max_BxGxRxLx1)
     y_BGxRLxK = jnp.matmul(
@@ -94,14 +119,16 @@ def causal_block_rows(length: int) -> int:
 def attend_causal(
     q_BxLxHxK: jax.Array, k_BxLxGxK: jax.Array, v_BxLxGxK: jax.Array, mask_Bx1xLxL: jax.Array
 ) -> jax.Array:
-    """`attend` for causal self-attention, each block of queries against only the keys up to its end.
+    """`attend` for causal self-attention; on the CPU, each block of queries against only the keys up to its end.
 
     Keys after a block lie in every one of its queries' future, so leaving them out changes no
     softmax row, and skips about 40% of the score and value products and their softmax passes:
     fwd+bwd of one context-256 attention went from 0.93 to 0.58 s on the CPU (benchmarks/NOTES.md).
+    Accelerators compute the whole [L, L] scores instead (`platform.on_cpu()`): the blocks cost llama_7b
+    0.9 GiB a v5p chip, and their fused kernels (model.attention) skip the masked half themselves.
     """
     L = q_BxLxHxK.shape[1]
-    rows = causal_block_rows(L)
+    rows = causal_block_rows(L) if on_cpu() else 0
     if not rows:
         return attend(q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, mask_Bx1xLxL)
     blocks = []
@@ -153,9 +180,10 @@ class Attention(nnx.Module):
         """`seen` is `visibility(...)`: a [B, 1, L, L] mask for "xla", [B, L] segment ids otherwise."""
         cfg = self.cfg
         q_BxLxHxK, k_BxLxGxK, v_BxLxGxK = self._project(x_BxLxD, rope)
-        if cfg.attention == "cudnn":
+        chosen = kernel(cfg, x_BxLxD.shape[1])
+        if chosen == "cudnn":
             y_BxLxHxK = attention_kernels.cudnn_attend(q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, seen, cfg.causal)
-        elif cfg.attention == "splash":
+        elif chosen == "splash":
             y_BxLxHxK = attention_kernels.splash_attend(
                 q_BxLxHxK,
                 k_BxLxGxK,

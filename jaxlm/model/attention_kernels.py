@@ -18,6 +18,21 @@ from jax.sharding import PartitionSpec
 SPLASH_BLOCK = 128  # the TPU lane width: splash tiles must be multiples of it
 
 
+def choose_kernel(requested: str, platform: str, length: int, dtype: str, head_dim: int) -> str:
+    """The attention kernel to run: `requested`, or for "auto" the fused kernel of `platform` where it applies.
+
+    TPU: splash when the length is a multiple of 128. NVIDIA GPU: cuDNN flash attention when computing in
+    bfloat16 with a head dimension cuDNN takes (a multiple of 8, at most 128). Elsewhere "xla".
+    """
+    if requested != "auto":
+        return requested
+    if platform == "tpu" and length % SPLASH_BLOCK == 0:
+        return "splash"
+    if platform == "gpu" and dtype == "bfloat16" and head_dim % 8 == 0 and head_dim <= 128:
+        return "cudnn"
+    return "xla"
+
+
 def segment_mask(segment_ids_BxL: jax.Array) -> jax.Array:
     """[B, 1, L, L] bool: a token sees only tokens of its own packed document."""
     return (segment_ids_BxL[:, :, None] == segment_ids_BxL[:, None, :])[:, None]

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxlm.model.layers import param
+from jaxlm.model.platform import on_cpu
 
 
 class Embed(nnx.Module):
@@ -24,10 +25,12 @@ class Embed(nnx.Module):
 
     def attend(self, x_BxLxD: jax.Array) -> jax.Array:
         """x @ E^T: [B, L, D] -> [B, L, num]."""
+        embedding = self.embedding[...].astype(self.dtype)
+        if not on_cpu():
+            return jnp.einsum("BLD,VD->BLV", x_BxLxD, embedding)
+        # On the CPU, rows flattened as in layers.Dense: a 2-D product XLA:CPU need not transpose.
         *lead, D = x_BxLxD.shape
-        # Rows flattened, as in layers.Dense: a 2-D product XLA need not transpose.
-        logits_NxV = x_BxLxD.reshape(-1, D) @ self.embedding[...].astype(self.dtype).T
-        return logits_NxV.reshape(*lead, -1)
+        return (x_BxLxD.reshape(-1, D) @ embedding.T).reshape(*lead, -1)
 
 
 def rope_tables(positions_BxL: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:

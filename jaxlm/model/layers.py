@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxlm.model.platform import on_cpu
+
 Initializer = Callable[[jax.Array, Sequence[int], jnp.dtype], jax.Array]
 
 
@@ -44,14 +46,19 @@ class Dense(nnx.Module):
         self.bias = param(rngs, nnx.initializers.zeros, out_shape, out_axes) if use_bias else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        # One 2-D product over flattened rows: contracting several axes at once is not canonical
-        # for XLA, whose rewrite transposes the activations (costly on the CPU, benchmarks/NOTES.md).
         kernel = self.kernel[...].astype(self.dtype)
-        lead, inner = x.shape[: x.ndim - self.in_rank], x.shape[x.ndim - self.in_rank :]
-        out_shape = kernel.shape[self.in_rank :]
-        y = (x.astype(self.dtype).reshape(-1, math.prod(inner)) @ kernel.reshape(math.prod(inner), -1)).reshape(
-            *lead, *out_shape
-        )
+        if on_cpu():
+            # One 2-D product over flattened rows: contracting several axes at once is not canonical for
+            # XLA:CPU, whose rewrite transposes the activations (benchmarks/NOTES.md). On a TPU the same
+            # flattening cost llama_7b 12 GiB a chip (benchmarks/RESULTS.md), so only here.
+            lead, inner = x.shape[: x.ndim - self.in_rank], x.shape[x.ndim - self.in_rank :]
+            out_shape = kernel.shape[self.in_rank :]
+            y = (x.astype(self.dtype).reshape(-1, math.prod(inner)) @ kernel.reshape(math.prod(inner), -1)).reshape(
+                *lead, *out_shape
+            )
+        else:
+            contract = (tuple(range(x.ndim - self.in_rank, x.ndim)), tuple(range(self.in_rank)))
+            y = jax.lax.dot_general(x.astype(self.dtype), kernel, (contract, ((), ())))
         if self.bias is not None:
             y = y + self.bias[...].astype(self.dtype)
         return y

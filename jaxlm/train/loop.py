@@ -157,7 +157,7 @@ def _print_start(
         f"jaxlm | {config.model.family} ({config_lib.objective(config)}) | "
         f"{param_count(trainer.abstract_params) / 1e6:.2f}M parameters | {jax.device_count()} x "
         f"{jax.devices()[0].platform} in {jax.process_count()} process(es) | mesh {mesh_text} | "
-        f"workdir {workdir}"
+        f"attention {trainer.model_cfg.attention} | workdir {workdir}"
     )
     _say(f"data  | {data.summary}")
     for line in start_lines(

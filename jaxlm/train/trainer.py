@@ -17,6 +17,7 @@ from flax import nnx
 from jax.sharding import NamedSharding
 
 from jaxlm.errors import ConfigError
+from jaxlm.model.attention_kernels import choose_kernel
 from jaxlm.model.config import ModelConfig
 from jaxlm.model.transformer import Transformer
 from jaxlm.parallel.rules import Rules, make_rules
@@ -106,7 +107,8 @@ def check_attention_platform(model_cfg: ModelConfig, mesh: jax.sharding.Mesh) ->
 
 
 def _traced_on(mesh: jax.sharding.Mesh, step: Callable) -> Callable:
-    """`step`, traced with `mesh` as the context mesh: splash attention's shard_map finds it there."""
+    """`step`, traced with `mesh` as the context mesh: the model picks its formulations for the mesh's devices
+    (jaxlm.model.platform), and splash attention's shard_map finds the mesh there."""
 
     @functools.wraps(step)
     def traced(*args):
@@ -119,14 +121,17 @@ def _traced_on(mesh: jax.sharding.Mesh, step: Callable) -> Callable:
 def make_trainer(config: ml_collections.ConfigDict, model_cfg: ModelConfig, mesh: jax.sharding.Mesh) -> Trainer:
     """The shardings and jitted steps of a run whose model is `model_cfg`, on `mesh`.
 
-    The model's fused attention kernels split their work over the mesh axes that the run's rules give
-    the logical "batch" and "heads" axes, which are resolved here and handed to the model.
+    `model.attention="auto"` becomes the fused kernel of the mesh's devices where it applies
+    (attention_kernels.choose_kernel), and the fused kernels split their work over the mesh axes that the
+    run's rules give the logical "batch" and "heads" axes, which are resolved here and handed to the model.
     """
-    check_attention_platform(model_cfg, mesh)
+    platform = mesh.devices.flat[0].platform
+    kernel = choose_kernel(model_cfg.attention, platform, config.data.seq_len, model_cfg.dtype, model_cfg.head_dim)
     rules = make_rules(config.mesh.rules)
     model_cfg = dataclasses.replace(
-        model_cfg, kernel_batch_axes=rules.table["batch"], kernel_head_axes=rules.table["heads"]
+        model_cfg, attention=kernel, kernel_batch_axes=rules.table["batch"], kernel_head_axes=rules.table["heads"]
     )
+    check_attention_platform(model_cfg, mesh)
     partition.check_fits(mesh, rules, model_cfg, config.data.batch_size, config.train.grad_accum_steps)
     graphdef, abstract_model_state = nnx.split(nnx.eval_shape(lambda: Transformer(model_cfg, rngs=nnx.Rngs(0))))
     abstract_params = nnx.to_pure_dict(abstract_model_state)
@@ -155,8 +160,7 @@ def make_trainer(config: ml_collections.ConfigDict, model_cfg: ModelConfig, mesh
         skip_nonfinite=config.train.skip_nonfinite,
     )
     eval_step_fn = make_eval_step(graphdef, loss_fn)
-    if model_cfg.attention == "splash":
-        train_step_fn, eval_step_fn = _traced_on(mesh, train_step_fn), _traced_on(mesh, eval_step_fn)
+    train_step_fn, eval_step_fn = _traced_on(mesh, train_step_fn), _traced_on(mesh, eval_step_fn)
     train_step = jax.jit(
         train_step_fn,
         in_shardings=(state_sharding, batch_shardings),
