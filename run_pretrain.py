@@ -82,6 +82,13 @@ def main(argv: list[str]) -> int:
     except Preempted as error:
         print(f"preempted: {error}", file=sys.stderr)
         return 4
+    except KeyboardInterrupt:  # a second Ctrl-C: the user wants out now, not after a save
+        print(
+            "interrupted: a second Ctrl-C stopped the run without saving; run the same command to continue "
+            "from the newest complete checkpoint",
+            file=sys.stderr,
+        )
+        return 130
     return 0
 
 

@@ -117,7 +117,7 @@ def base_config() -> ml_collections.ConfigDict:  # long: the one table, a line p
     c.train.grad_accum_steps = 1  # Micro-batches per step, accumulated inside the jitted step.
     c.train.cross_entropy = "plain"  # "plain" (XLA decides) or "vocab_parallel" (shard_map; logits never gathered).
     c.train.stop_at = 0  # Save and stop after this step, keeping train.steps' schedule (time-limited jobs); 0 = off.
-    c.train.skip_nonfinite = False  # Skip a step whose loss or gradient is not finite (else stop the run).
+    c.train.skip_nonfinite = False  # Skip a step whose loss, gradient or new state is not finite (else stop the run).
 
     c.eval = ml_collections.ConfigDict()
     c.eval.every = 200  # Evaluate every this many steps and at the end (0 = only at the end).
@@ -166,6 +166,9 @@ def _get(config: ml_collections.ConfigDict, field: str):
     for part in field.split("."):
         node = node[part]
     return node
+
+
+_FLOAT32_MAX = 3.4028234663852886e38  # what the schedule computes in: a larger rate is inf on the device
 
 
 def _number(config: ml_collections.ConfigDict, field: str, why: str, ok) -> None:
@@ -253,7 +256,7 @@ def _validate_training(config: ml_collections.ConfigDict) -> None:
             config.data.batch_size,
             f"is not divisible by train.grad_accum_steps={t.grad_accum_steps}",
         )
-    _number(config, "train.learning_rate", "must be > 0 and finite", lambda x: x > 0)
+    _number(config, "train.learning_rate", "must be > 0 and finite in float32", lambda x: 0 < x <= _FLOAT32_MAX)
     if not 0 <= t.warmup_steps <= t.steps:
         _fail("train.warmup_steps", t.warmup_steps, f"must be in [0, train.steps={t.steps}]")
     _number(config, "train.end_learning_rate", "must be >= 0 and finite", lambda x: x >= 0)

@@ -17,6 +17,7 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from jaxlm.runs import orbax_noise
 from jaxlm.runs.layout import BAD_CHECKPOINTS_DIR, absolute
 from jaxlm.runs.meta import CheckpointMeta
 
@@ -44,6 +45,7 @@ class Checkpointer:
     def __init__(
         self, directory: str, *, keep: int = 1, keep_every: int = 0, async_save: bool = False, read_only: bool = False
     ):
+        orbax_noise.quiet()  # Orbax's own tracebacks of a failure; CheckpointError says it in one line
         # Orbax wants absolute paths; a relative --workdir is the common case on a laptop.
         self.directory = absolute(directory)
         self._last_save: int | None = None
@@ -53,7 +55,12 @@ class Checkpointer:
             )
         else:
             options = ocp.CheckpointManagerOptions(
-                max_to_keep=keep, keep_period=keep_every or None, enable_async_checkpointing=async_save
+                max_to_keep=keep,
+                keep_period=keep_every or None,
+                enable_async_checkpointing=async_save,
+                # A step's directory made in save() itself: a folder that cannot be written fails there, in
+                # this thread, instead of leaving Orbax's background threads waiting for it forever.
+                async_options=ocp.AsyncOptions(create_directories_asynchronously=False),
             )
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=_handlers())
 
@@ -75,6 +82,8 @@ class Checkpointer:
         if opt_state is not None:
             items["opt_state"] = ocp.args.StandardSave(opt_state)
         args = ocp.args.Composite(**items)
+        if self._last_save is not None:
+            self.wait()  # Orbax waits for the previous save anyway; this names it if that one failed
         self._last_save = step
         try:
             self._manager.save(step, args=args, force=True)

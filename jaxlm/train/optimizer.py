@@ -52,6 +52,7 @@ def make_optimizer(
         weight_decay=train.weight_decay,
         mask=weight_decay_mask(params, train.decay_embeddings),
     )
-    if train.clip_norm > 0:
-        return optax.chain(optax.clip_by_global_norm(train.clip_norm), adamw), schedule
-    return adamw, schedule
+    # Always the same chain, clipping or not (0 = at infinity, a no-op): the optimizer state keeps one
+    # structure, so a run resumed with clipping turned on or off (the cure for a diverging run) restores.
+    clip = optax.clip_by_global_norm(train.clip_norm if train.clip_norm > 0 else float("inf"))
+    return optax.chain(clip, adamw), schedule

@@ -31,7 +31,7 @@ class TrainState:
     step: jax.Array  # int32 scalar: steps taken so far
     params: dict
     opt_state: optax.OptState
-    first_bad_step: jax.Array  # int32 scalar: the first step whose loss or gradient was not finite; 0 = none
+    first_bad_step: jax.Array  # int32 scalar: the first step whose loss, gradient or new state was not finite; 0 = none
     skipped_steps: jax.Array  # int32 scalar: non-finite steps skipped (with train.skip_nonfinite)
 
 
@@ -99,6 +99,12 @@ def accumulate_gradients(
     return grads, sums
 
 
+def _all_finite(tree) -> jax.Array:
+    """bool scalar: every floating-point element of `tree` is finite (integer leaves, like a step count, are)."""
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.bool_(True)
+
+
 def make_train_step(
     graphdef: nnx.GraphDef,
     optimizer: optax.GradientTransformation,
@@ -116,7 +122,8 @@ def make_train_step(
     Dropout keys come from (dropout_seed, step, micro-batch), so a resumed run drops the same units.
     Sentence-pair batches add BERT's next-sentence loss, a mean over rows, to the masked-LM loss, a
     mean over chosen tokens; the metrics report the two apart (`loss` stays the masked-LM one).
-    A step whose loss or gradient norm is not finite is recorded in `first_bad_step`; with
+    A step whose loss, gradient norm or new state (parameters, optimizer moments) is not finite is
+    recorded in `first_bad_step`; with
     `skip_nonfinite` its update is dropped instead (the step still counts, the data moves on).
     """
 
@@ -140,7 +147,9 @@ def make_train_step(
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         loss, grad_norm = sums["loss_sum"] / total_weight, optax.tree.norm(grads)
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        # The new state too: a finite gradient times a NaN learning rate (or an overflowing moment) makes
+        # parameters that must never be saved as good.
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite((params, opt_state))
         if pairs:
             finite &= jnp.isfinite(sums["next_sentence_loss_sum"])
         if skip_nonfinite:

@@ -6,9 +6,12 @@ Process 0 writes both; the other processes of a job hold a writer that does noth
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import jax
+
+from jaxlm.runs import layout
 
 
 class MetricWriter:
@@ -20,8 +23,8 @@ class MetricWriter:
     """
 
     def __init__(self, workdir: str, start_step: int, config_json: str):
-        self.path = os.path.join(workdir, "metrics.jsonl")
-        self.tensorboard_dir = os.path.join(workdir, "tensorboard")
+        self.path = os.path.join(workdir, layout.METRICS_FILE)
+        self.tensorboard_dir = os.path.join(workdir, layout.TENSORBOARD_DIR)
         self._board = None
         if jax.process_index() != 0:
             return
@@ -46,7 +49,9 @@ class MetricWriter:
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
         for tag, value in record.items():
-            if tag != "step" and isinstance(value, (int, float)):
+            # A NaN or inf (a diverging step, with train.skip_nonfinite) stays in metrics.jsonl only: a chart
+            # cannot draw it, and tensorboardX warns on stderr for each one.
+            if tag != "step" and isinstance(value, (int, float)) and math.isfinite(value):
                 self._board.add_scalar(tag, value, global_step=record["step"])
 
     def flush(self) -> None:

@@ -102,3 +102,38 @@ def test_dropout_keys_follow_the_step_so_runs_repeat():
     no_dropout = jax.jit(make_train_step(graphdef, optimizer, schedule, grad_accum_steps=1, dropout_seed=None))
     _, c = no_dropout(init_state(params, optimizer), _batch())
     assert float(a["loss"]) != float(c["loss"])
+
+
+def _overflowing_step(skip_nonfinite: bool):
+    """A step whose loss and gradient are finite but whose update is not: a learning rate that is inf in float32."""
+    config = base_config()
+    config.model.update(family="gpt2", num_layers=1, width=32, num_heads=4)
+    config.data.update(seq_len=L, batch_size=B)
+    config.train.update(learning_rate=1e39, warmup_steps=0)
+    graphdef, params = nnx.split(Transformer(model_config(config, V), rngs=nnx.Rngs(0)))
+    params = nnx.to_pure_dict(params)
+    optimizer, schedule = make_optimizer(config.train, params)
+    step = jax.jit(
+        make_train_step(
+            graphdef, optimizer, schedule, grad_accum_steps=1, dropout_seed=None, skip_nonfinite=skip_nonfinite
+        )
+    )
+    return init_state(params, optimizer), step
+
+
+def test_a_finite_gradient_with_a_nonfinite_update_marks_the_step_bad():
+    state, step = _overflowing_step(skip_nonfinite=False)
+    new, metrics = step(state, _batch())
+    assert np.isfinite(float(metrics["loss"])) and np.isfinite(float(metrics["grad_norm"]))
+    assert not all(np.all(np.isfinite(x)) for x in jax.tree.leaves(new.params))
+    assert int(new.first_bad_step) == 1  # so the loop refuses to save this state
+
+
+def test_skip_nonfinite_drops_an_update_that_is_not_finite():
+    state, step = _overflowing_step(skip_nonfinite=True)
+    new, _ = step(state, _batch())
+    assert int(new.skipped_steps) == 1 and int(new.step) == 1
+    for kept, before in zip(
+        jax.tree.leaves((new.params, new.opt_state)), jax.tree.leaves((state.params, state.opt_state))
+    ):
+        np.testing.assert_array_equal(kept, before)
