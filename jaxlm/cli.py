@@ -11,6 +11,8 @@ and `--config.FIELD=VALUE` overrides) define it with `define_recipe`.
 from __future__ import annotations
 
 import functools
+import glob
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -32,6 +34,7 @@ def command(main: Callable[[list[str]], int]) -> Callable[[list[str]], int]:
 
     @functools.wraps(main)
     def run(argv: list[str]) -> int:
+        _cpu_when_no_accelerator()
         try:
             return main(argv)
         except BadInput as error:
@@ -39,6 +42,17 @@ def command(main: Callable[[list[str]], int]) -> Callable[[list[str]], int]:
             return EXIT_BAD_INPUT
 
     return run
+
+
+# Device files of the accelerators JAX drives: NVIDIA and AMD GPUs, TPUs (v2-v5e: accel, v5p and later: vfio).
+_ACCELERATOR_DEVICES = ("/dev/nvidia*", "/dev/kfd", "/dev/dxg", "/dev/accel*", "/dev/vfio/[0-9]*")
+
+
+def _cpu_when_no_accelerator() -> None:
+    """On a machine with no accelerator, JAX_PLATFORMS=cpu unless set: otherwise an installed libtpu (the
+    `tpu` extra, for `jaxlm.aot`) probes for a TPU at JAX's start and prints a dozen lines of errors."""
+    if "JAX_PLATFORMS" not in os.environ and not any(glob.glob(pattern) for pattern in _ACCELERATOR_DEVICES):
+        os.environ["JAX_PLATFORMS"] = "cpu"
 
 
 def command_flags() -> flags.FlagValues:

@@ -214,6 +214,32 @@ def _validate_data(config: ml_collections.ConfigDict) -> None:
         )
     if d.tokenizer.kind == "sentencepiece" and not d.tokenizer.path:
         _positive(config, "data.tokenizer.vocab_size", "data.tokenizer.max_sentences")
+    _check_fields_of_source(config)
+
+
+# Data fields that only one kind of source reads: set with another source they would be ignored.
+_SOURCE_FIELDS = {
+    "data.path": ("text", "jsonl"),
+    "data.val_path": ("text", "jsonl"),
+    "data.tfds_name": ("tfds",),
+    "data.tfds_val_split": ("tfds",),
+    "data.tfds_data_dir": ("tfds",),
+}
+
+
+def _check_fields_of_source(config: ml_collections.ConfigDict) -> None:
+    """A field of another source (a corpus path with the builtin corpus, say) is an error, never ignored."""
+    source = config.data.source
+    for field, sources in _SOURCE_FIELDS.items():
+        value = _get(config, field)
+        if value and source not in sources:
+            wanted = " or ".join(f'"{name}"' for name in sources)
+            _fail(
+                field,
+                value,
+                f'is read only with data.source={wanted}, and data.source="{source}"; add '
+                f"--config.data.source={sources[0]} to train on it, or leave {field} out",
+            )
 
 
 def _validate_model(config: ml_collections.ConfigDict) -> None:

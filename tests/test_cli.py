@@ -82,3 +82,18 @@ def test_usage_errors_are_one_line_and_exit_2(command, args, message):
     result = _run(command, *args)
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip() == message
+
+
+def test_jax_starts_quietly_on_a_machine_without_an_accelerator():
+    """With libtpu installed (the `tpu` extra) and no TPU, JAX's start would print libtpu's probe errors;
+    commands start JAX on the CPU instead when the machine has no accelerator device."""
+    pytest.importorskip("libtpu", reason="the noise comes from libtpu; without it there is nothing to quiet")
+    from jaxlm import cli
+
+    if any(__import__("glob").glob(pattern) for pattern in cli._ACCELERATOR_DEVICES):
+        pytest.skip("this machine has an accelerator: JAX is left to find it")
+    env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+    code = "from jaxlm import cli; cli._cpu_when_no_accelerator(); import jax; print(jax.devices()[0].platform)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "cpu", result.stderr
+    assert "TPU" not in result.stderr and "libtpu" not in result.stderr, result.stderr

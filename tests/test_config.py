@@ -170,6 +170,14 @@ def test_what_a_source_needs_is_named_when_it_is_opened(fields, named, message):
             "must be one of bpe, unigram, char",
         ),
         ({"data.tokenizer.max_sentences": 0}, "data.tokenizer.max_sentences=0", "must be a positive integer"),
+        # A corpus path with the builtin corpus was once ignored, and the run trained on Python's docs.
+        (
+            {"data.path": "/no/such.txt"},
+            "data.path='/no/such.txt'",
+            'read only with data.source="text" or "jsonl", and data.source="builtin"; add --config.data.source=text',
+        ),
+        ({"data.source": "tfds", "data.tfds_name": "lm1b", "data.val_path": "v.txt"}, "data.val_path='v.txt'", "tfds"),
+        ({"data.source": "text", "data.path": "a.txt", "data.tfds_name": "lm1b"}, "data.tfds_name='lm1b'", '"tfds"'),
     ],
 )
 def test_data_source_fields_are_checked(fields, named, message):

@@ -162,3 +162,17 @@ def test_a_relative_workdir_saves_and_resumes(tmp_path):
     second = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert second.returncode == 0, second.stderr
     assert "resume | step 5" in second.stdout
+
+
+@pytest.mark.slow
+def test_a_finished_run_run_again_says_so_without_training(tmp_path):
+    flags = [*TINY, "--config.data.tokenizer.kind=char", "--config.train.warmup_steps=1"]
+    flags += ["--config.train.steps=4", f"--workdir={tmp_path}"]
+    assert _run(*flags).returncode == 0
+    again = _run(*flags)
+    assert again.returncode == 0, again.stderr
+    assert f"already finished: {tmp_path} has step 4 of train.steps=4; nothing to do" in again.stdout
+    assert "compiled train step" not in again.stdout and "step " not in again.stdout.split("done  |")[0]
+    earlier_stop = _run(*flags[:-2], "--config.train.steps=8", "--config.train.stop_at=3", f"--workdir={tmp_path}")
+    assert earlier_stop.returncode == 0, earlier_stop.stderr
+    assert "train.stop_at=3, and" in earlier_stop.stdout and "already at step 4; nothing to do" in earlier_stop.stdout

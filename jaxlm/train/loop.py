@@ -8,6 +8,7 @@ again from the newest good checkpoint when the same command runs on the same wor
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import math
@@ -29,6 +30,7 @@ from jaxlm.model.flops import train_step_flops
 from jaxlm.parallel.mesh import make_mesh
 from jaxlm.runs import layout
 from jaxlm.runs.checkpoint import Checkpointer, CheckpointError, now_iso
+from jaxlm.runs.layout import find_checkpoints
 from jaxlm.runs.lock import WorkdirLock, make_workdir
 from jaxlm.runs.meta import CheckpointMeta, TokenizerRecord
 from jaxlm.train import partition
@@ -90,6 +92,9 @@ def _run(
     )
     try:
         newest = checkpointer.newest_meta()
+        if newest is not None and newest.step >= (config.train.stop_at or config.train.steps):
+            _say(_nothing_to_do(config, newest.step, workdir))
+            return RunResult(float("nan"), None, None, "", 0.0, newest.step)
         data = _load_data(config, workdir, newest)
         config_lib.check_vocab(config, data.tokenizer.vocab_size)
         trainer = make_trainer(
@@ -121,15 +126,33 @@ def _run(
     )
 
 
+def _nothing_to_do(config: ml_collections.ConfigDict, step: int, workdir: str) -> str:
+    """The line for a run whose newest checkpoint is already at (or past) the step it would stop at."""
+    if step >= config.train.steps:
+        return (
+            f"done  | already finished: {workdir} has step {step} of train.steps={config.train.steps}; nothing to "
+            "do (raise train.steps to train further, or give another --workdir for a new run)"
+        )
+    return (
+        f"done  | train.stop_at={config.train.stop_at}, and {workdir} is already at step {step}; nothing to do "
+        f"(raise train.stop_at, or leave it out to continue to step {config.train.steps})"
+    )
+
+
 def _load_data(config: ml_collections.ConfigDict, workdir: str, newest: CheckpointMeta | None) -> Data:
     """The data. Resuming, the tokenizer is the one the checkpoint carries (unless the config names one), so
-    a workdir that lost its tokenizer folder continues with the same ids. Process 0 builds (and caches)
-    the tokenizer first; the other processes then read it."""
+    a workdir that lost its tokenizer folder continues with the same ids; a new run from
+    `checkpoint.restore_from` takes that checkpoint's tokenizer the same way, and refuses a named one that
+    differs from it. Process 0 builds (and caches) the tokenizer first; the other processes then read it."""
     tokenizer = None
-    if newest is not None and newest.tokenizer is not None and not config.data.tokenizer.path:
-        tokenizer = tokenizer_from_bytes(
-            newest.tokenizer.file, newest.tokenizer.content, f"the tokenizer of the checkpoint of step {newest.step}"
-        )
+    carried, whose = newest, f"the checkpoint of step {newest.step}" if newest is not None else ""
+    if newest is None and config.checkpoint.restore_from:
+        carried = _restore_from_meta(config.checkpoint.restore_from)
+        whose = f"checkpoint.restore_from's step {carried.step}" if carried is not None else ""
+    if carried is not None and carried.tokenizer is not None and not config.data.tokenizer.path:
+        tokenizer = tokenizer_from_bytes(carried.tokenizer.file, carried.tokenizer.content, f"the tokenizer of {whose}")
+        if carried is not newest:
+            _say(f"tokenizer | the one {whose} was trained with ({carried.tokenizer.file})")
 
     def build() -> Data:
         return build_data(
@@ -137,12 +160,36 @@ def _load_data(config: ml_collections.ConfigDict, workdir: str, newest: Checkpoi
         )
 
     if jax.process_count() == 1:
-        return build()
-    from jax.experimental import multihost_utils
+        data = build()
+    else:
+        from jax.experimental import multihost_utils
 
-    data = build() if _is_main() else None
-    multihost_utils.sync_global_devices("jaxlm: tokenizer ready")
-    return data if data is not None else build()
+        data = build() if _is_main() else None
+        multihost_utils.sync_global_devices("jaxlm: tokenizer ready")
+        data = data if data is not None else build()
+    if newest is None and carried is not None and carried.tokenizer is not None:
+        ours = TokenizerRecord.of(data.tokenizer)
+        if ours.sha256 != carried.tokenizer.sha256:
+            raise CheckpointError(
+                f"checkpoint.restore_from={config.checkpoint.restore_from!r}: its step {carried.step} was trained "
+                f"with another tokenizer than data.tokenizer.path={config.data.tokenizer.path!r} (sha256 "
+                f"{carried.tokenizer.sha256[:12]} there, {ours.sha256[:12]} here), so the same ids would mean other "
+                "text; leave data.tokenizer.path out to use the checkpoint's own"
+            )
+    return data
+
+
+def _restore_from_meta(source: str) -> CheckpointMeta | None:
+    """The metadata of checkpoint.restore_from's newest complete step; None where there is none to read (the
+    restore itself then says why)."""
+    other = Checkpointer(find_checkpoints(source), read_only=True)
+    try:
+        steps = other.complete_steps()
+        return other.meta(steps[0]) if steps else None
+    except Exception:  # unreadable metadata: the restore names the step and the older ones
+        return None
+    finally:
+        other.close()
 
 
 def _print_start(
@@ -187,6 +234,9 @@ def _demo(config: ml_collections.ConfigDict, model_cfg: ModelConfig, params: dic
         )
         return config.sample.prompt + tokenizer.decode(new_ids)
     return "\n".join(demo_lines(graphdef, params, tokenizer, config.sample.prompt, model_cfg.max_len))
+
+
+RUN_AHEAD = 2  # steps dispatched but not finished, at most
 
 
 class _Loop:
@@ -250,9 +300,15 @@ class _Loop:
         self.start_time = self.last_time = time.perf_counter()
         self.last_logged = self.first_step
         every = self.config  # every.log.every, every.eval.every, every.checkpoint.every
+        # The host may run ahead of the devices by RUN_AHEAD steps, no more: enough to keep them busy, and a
+        # stop signal is then acted on within a few steps, not after every step queued since the last log.
+        in_flight: collections.deque[jax.Array] = collections.deque()
         try:
             for step in range(self.first_step + 1, self.last_step_now + 1):
                 self.state, metrics = train_step(self.state, self._device_batch(next(batches)))
+                in_flight.append(metrics["loss"])
+                if len(in_flight) > RUN_AHEAD:
+                    in_flight.popleft().block_until_ready()
                 self._report_pending()  # the previous log point's metrics: ready, since this step is queued
                 if step % every.log.every == 0 or step == self.last_step_now:
                     self.pending = (step, metrics)
@@ -323,7 +379,11 @@ class _Loop:
             if self.last_saved is not None
             else "no checkpoint was saved"
         )
-        what = f"loss is {value}" if value is not None else "the loss or gradient is not finite"
+        what = (
+            f"loss is {value}"
+            if value is not None
+            else "the loss, the gradient or the updated parameters are not finite"
+        )
         return TrainingError(
             f"{what} at step {step}: training diverged; {good} (nothing after it was written). Lower "
             f"train.learning_rate (now {self.config.train.learning_rate}), raise train.warmup_steps, set "

@@ -265,6 +265,23 @@ def test_restore_from_starts_a_new_run_from_weights(tmp_path, two_checkpoints):
     assert bad.returncode == 2 and "there but (2, 64, 4, 16) in this run's model" in bad.stderr
 
 
+def test_restore_from_takes_the_checkpoints_tokenizer_and_refuses_another(tmp_path, two_checkpoints):
+    two_checkpoints(tmp_path / "first")
+    source = f"--config.checkpoint.restore_from={tmp_path / 'first'}"
+    with open(tmp_path / "first" / "tokenizer" / "tokenizer.json") as f:
+        chars = json.load(f)["chars"]
+    shutil.rmtree(tmp_path / "first" / "tokenizer")  # the checkpoint carries its own copy
+    same = _run(tmp_path / "second", "--config.train.steps=6", source)
+    assert same.returncode == 0, same.stderr
+    assert "tokenizer | the one checkpoint.restore_from's step 8 was trained with (tokenizer.json)" in same.stdout
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"kind": "char", "chars": chars[1:]}))  # one piece less: every id shifts
+    refused = _run(tmp_path / "third", "--config.train.steps=6", source, f"--config.data.tokenizer.path={other}")
+    assert refused.returncode == 2, refused.stderr
+    assert "first': its step 8 was trained with another tokenizer than data.tokenizer.path=" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and not os.listdir(tmp_path / "third" / "checkpoints")
+
+
 def test_restore_from_an_unreadable_checkpoint_names_it_and_the_older_ones(tmp_path, two_checkpoints):
     two_checkpoints(tmp_path / "first")
     for path in glob.glob(str(tmp_path / "first" / "checkpoints" / "8" / "params" / "*")):
