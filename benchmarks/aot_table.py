@@ -168,6 +168,9 @@ def main(argv: list[str]) -> int:
         rows.append(row)
         print(row.markdown(), flush=True)
     table = "\n".join([HEADER, *(row.markdown() for row in rows)])
+    print("\n" + table)
+    if not (f.check or f.write):
+        return 0
     with open(README) as file:
         readme = file.read()
     status = 0
@@ -186,7 +189,6 @@ def main(argv: list[str]) -> int:
         head, rest = readme.split(BEGIN, 1)
         with open(README, "w") as file:
             file.write(f"{head}{BEGIN}\n{table}\n{END}{rest.split(END, 1)[1]}")
-    print("\n" + table)
     return int(status)
 
 
