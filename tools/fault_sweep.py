@@ -483,7 +483,7 @@ class Sweep:
         still resumes."""
         return self._stopped_by_signal(
             "sigint_twice",
-            lambda line: line.startswith("step      4/"),
+            lambda line: line.startswith("step      6/"),  # after checkpoint 4; the second may cut the stop's save
             signals=(signal.SIGINT, signal.SIGINT),
             expected=130,
         )
