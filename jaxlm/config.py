@@ -39,7 +39,8 @@ __all__ = [
 # The choices of the sections this file's callers implement (jaxlm.train); the model's and the data's
 # choices come from those packages.
 BIASES = ("family", "none")
-DECAYS = ("cosine", "linear", "constant")
+DECAYS = ("cosine", "linear", "constant", "wsd", "rsqrt")
+WSD_DECAYS = ("linear", "1-sqrt")
 CROSS_ENTROPIES = ("plain", "vocab_parallel")
 # The fields that decide which parameters a model has and their shapes: a checkpoint restores only into
 # a run that agrees on all of them.
@@ -106,8 +107,10 @@ def base_config() -> ml_collections.ConfigDict:  # long: the one table, a line p
     c.train.steps = 450  # Optimizer steps.
     c.train.learning_rate = 3e-3  # Peak learning rate, reached after warmup.
     c.train.warmup_steps = 50  # Linear warmup from 0 to learning_rate.
-    c.train.decay = "cosine"  # After warmup: "cosine", "linear" or "constant".
-    c.train.end_learning_rate = 3e-4  # Learning rate at the last step (cosine and linear).
+    c.train.decay = "cosine"  # After warmup: "cosine", "linear", "constant", "wsd" (peak, then cool-down), "rsqrt".
+    c.train.end_learning_rate = 3e-4  # Learning rate at the last step (cosine, linear and wsd).
+    c.train.decay_fraction = 0.2  # With decay="wsd": the share of train.steps the final cool-down takes.
+    c.train.wsd_decay = "linear"  # With decay="wsd": the cool-down's shape, "linear" or "1-sqrt".
     c.train.b1 = 0.9  # AdamW beta1.
     c.train.b2 = 0.95  # AdamW beta2.
     c.train.eps = 1e-8  # AdamW epsilon.
@@ -274,6 +277,8 @@ def _validate_model(config: ml_collections.ConfigDict) -> None:
 def _validate_training(config: ml_collections.ConfigDict) -> None:
     t = config.train
     _choice(config, "train.decay", DECAYS)
+    _choice(config, "train.wsd_decay", WSD_DECAYS)
+    _number(config, "train.decay_fraction", "must be in (0, 1]", lambda x: 0 < x <= 1)
     _choice(config, "train.cross_entropy", CROSS_ENTROPIES)
     _positive(config, "train.steps", "train.grad_accum_steps", "log.every", "checkpoint.keep")
     if config.data.batch_size % t.grad_accum_steps:

@@ -58,6 +58,8 @@ def test_gpt2_small_has_gpt2_small_shape():
 
 
 BAD_FIELDS = [
+    ("train.decay_fraction", 0.0, "must be in (0, 1]"),
+    ("train.wsd_decay", "cosine", "must be one of linear, 1-sqrt"),
     ("model.family", "gpt5", "must be one of gpt2, llama, bert"),
     ("model.num_heads", 5, "does not divide model.width=192"),
     ("model.num_kv_heads", 4, "must divide model.num_heads=6"),

@@ -30,6 +30,24 @@ def test_schedule_warms_up_linearly_then_decays_to_the_end_rate(decay):
         np.testing.assert_allclose(schedule(550), (1e-3 + 1e-4) / 2, rtol=1e-5)
 
 
+@pytest.mark.parametrize("shape", ["linear", "1-sqrt"])
+def test_wsd_holds_the_peak_then_cools_down_over_the_last_fraction(shape):
+    schedule = learning_rate_schedule(_train(decay="wsd", decay_fraction=0.2, wsd_decay=shape))
+    np.testing.assert_allclose(schedule(50), 5e-4, rtol=1e-6)  # warmup as for every schedule
+    for step in (100, 500, 800):  # stable until steps - 0.2 * steps = 800
+        np.testing.assert_allclose(schedule(step), 1e-3, rtol=1e-6)
+    done = 0.25  # step 850: a quarter through the 200-step cool-down
+    share = done if shape == "linear" else np.sqrt(done)
+    np.testing.assert_allclose(schedule(850), 1e-3 - (1e-3 - 1e-4) * share, rtol=1e-5)
+    np.testing.assert_allclose(schedule(1000), 1e-4, rtol=1e-5)
+
+
+def test_rsqrt_decays_as_the_inverse_square_root_of_the_step():
+    schedule = learning_rate_schedule(_train(decay="rsqrt"))
+    np.testing.assert_allclose(schedule(100), 1e-3, rtol=1e-6)
+    np.testing.assert_allclose(schedule(400), 1e-3 * np.sqrt(100 / 400), rtol=1e-5)  # a quarter of the way: half
+
+
 PARAMS = {
     "token_embed": {"embedding": jnp.ones((4, 2))},
     "blocks": {
