@@ -120,6 +120,7 @@ def base_config() -> ml_collections.ConfigDict:  # long: the one table, a line p
     c.train.grad_accum_steps = 1  # Micro-batches per step, accumulated inside the jitted step.
     c.train.cross_entropy = "plain"  # "plain" (XLA decides) or "vocab_parallel" (shard_map; logits never gathered).
     c.train.stop_at = 0  # Save and stop after this step, keeping train.steps' schedule (time-limited jobs); 0 = off.
+    c.train.z_loss = 0.0  # PaLM's z-loss weight on logsumexp(logits)^2 (PaLM: 1e-4); logged as z_squared; 0 = off.
     c.train.skip_nonfinite = False  # Skip a step whose loss, gradient or new state is not finite (else stop the run).
 
     c.eval = ml_collections.ConfigDict()
@@ -296,6 +297,7 @@ def _validate_training(config: ml_collections.ConfigDict) -> None:
     _number(config, "train.eps", "must be > 0 and finite", lambda x: x > 0)
     _number(config, "train.weight_decay", "must be >= 0 and finite", lambda x: x >= 0)
     _number(config, "train.clip_norm", "must be >= 0 and finite (0 = off)", lambda x: x >= 0)
+    _number(config, "train.z_loss", "must be >= 0 and finite (0 = off)", lambda x: x >= 0)
     if not 0 <= t.stop_at <= t.steps:
         _fail("train.stop_at", t.stop_at, f"must be in [0, train.steps={t.steps}] (0 = off)")
     for field, meaning in (

@@ -59,6 +59,7 @@ def test_gpt2_small_has_gpt2_small_shape():
 
 BAD_FIELDS = [
     ("train.decay_fraction", 0.0, "must be in (0, 1]"),
+    ("train.z_loss", -1e-4, "must be >= 0 and finite"),
     ("train.wsd_decay", "cosine", "must be one of linear, 1-sqrt"),
     ("model.family", "gpt5", "must be one of gpt2, llama, bert"),
     ("model.num_heads", 5, "does not divide model.width=192"),

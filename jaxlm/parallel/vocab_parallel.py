@@ -48,13 +48,15 @@ def vocab_parallel_cross_entropy(mesh: jax.sharding.Mesh, logits_spec: Partition
             ..., 0
         ]
         target_logit_bxL = over_vocab(jax.lax.psum, jnp.where(here_bxL, picked_bxL, 0.0))
-        loss_bxL = jnp.log(sum_exp_bxL) + max_bxL - target_logit_bxL
+        log_z_bxL = jnp.log(sum_exp_bxL) + max_bxL
+        loss_bxL = log_z_bxL - target_logit_bxL
         # The target is the argmax when no logit beats it (ties, vanishingly rare, count as correct).
         correct_bxL = (jax.lax.stop_gradient(target_logit_bxL) >= max_bxL).astype(jnp.float32)
         sums = {
             "loss_sum": jnp.sum(loss_bxL * weights_bxL),
             "correct_sum": jnp.sum(correct_bxL * weights_bxL),
             "weight_sum": jnp.sum(weights_bxL),
+            "z_squared_sum": jnp.sum(jnp.square(log_z_bxL) * weights_bxL),
         }
         return jax.tree.map(lambda s: jax.lax.psum(s, batch_axes) if batch_axes else s, sums)
 

@@ -365,7 +365,9 @@ class _Loop:
             "learning_rate": metrics["learning_rate"],
             "tokens_per_second": tokens_per_step / seconds_per_step,
         }
-        record.update({k: metrics[k] for k in ("next_sentence_loss", "next_sentence_accuracy") if k in metrics})
+        record.update(
+            {k: metrics[k] for k in ("next_sentence_loss", "next_sentence_accuracy", "z_squared") if k in metrics}
+        )
         utilisation = mfu(self.flops_per_step, seconds_per_step, self.peak_per_device, jax.device_count())
         if utilisation is not None:
             record["mfu"] = utilisation

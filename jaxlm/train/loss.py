@@ -13,17 +13,20 @@ import optax
 def weighted_cross_entropy(
     logits_BxLxV: jax.Array, targets_BxL: jax.Array, weights_BxL: jax.Array
 ) -> dict[str, jax.Array]:
-    """Sums over the batch: weighted loss, weighted correct predictions, and the weight itself.
+    """Sums over the batch: weighted loss, weighted correct predictions, the weight itself, and the weighted
+    squared log-partition (logsumexp of each token's logits), from which `train.z_loss` makes PaLM's z-loss.
 
     Sums, not means, so that micro-batches and evaluation batches add up exactly.
     """
     logits_BxLxV = logits_BxLxV.astype(jnp.float32)
     loss_BxL = optax.softmax_cross_entropy_with_integer_labels(logits_BxLxV, targets_BxL)
     correct_BxL = (jnp.argmax(logits_BxLxV, axis=-1) == targets_BxL).astype(jnp.float32)
+    log_z_BxL = jax.nn.logsumexp(logits_BxLxV, axis=-1)
     return {
         "loss_sum": jnp.sum(loss_BxL * weights_BxL),
         "correct_sum": jnp.sum(correct_BxL * weights_BxL),
         "weight_sum": jnp.sum(weights_BxL),
+        "z_squared_sum": jnp.sum(jnp.square(log_z_BxL) * weights_BxL),
     }
 
 

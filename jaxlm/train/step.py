@@ -15,7 +15,7 @@ from flax import nnx
 
 from jaxlm.train.loss import next_sentence_sums, pair_weights, weighted_cross_entropy
 
-SUM_KEYS = ("loss_sum", "correct_sum", "weight_sum")  # what weighted_cross_entropy returns
+SUM_KEYS = ("loss_sum", "correct_sum", "weight_sum", "z_squared_sum")  # what weighted_cross_entropy returns
 PAIR_SUM_KEYS = ("next_sentence_loss_sum", "next_sentence_correct_sum", "next_sentence_weight_sum")
 
 # inputs, targets, weights, positions, segment_ids: each [B, L]; sentence-pair batches (BERT's
@@ -114,6 +114,7 @@ def make_train_step(
     dropout_seed: int | None,
     loss_fn: LossFn = weighted_cross_entropy,
     skip_nonfinite: bool = False,
+    z_loss: float = 0.0,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
     """A pure `train_step(state, batch) -> (state, metrics)`.
 
@@ -122,6 +123,8 @@ def make_train_step(
     Dropout keys come from (dropout_seed, step, micro-batch), so a resumed run drops the same units.
     Sentence-pair batches add BERT's next-sentence loss, a mean over rows, to the masked-LM loss, a
     mean over chosen tokens; the metrics report the two apart (`loss` stays the masked-LM one).
+    `z_loss` > 0 adds PaLM's z-loss, z_loss x the weighted mean of logsumexp(logits)^2, to what is
+    differentiated; `loss` stays the cross-entropy and `z_squared` reports that mean.
     A step whose loss, gradient norm or new state (parameters, optimizer moments) is not finite is
     recorded in `first_bad_step`; with
     `skip_nonfinite` its update is dropped instead (the step still counts, the data moves on).
@@ -135,6 +138,8 @@ def make_train_step(
         def micro_loss(params, micro: Batch, key):
             sums = _forward(graphdef, params, micro, key, loss_fn)
             loss = sums["loss_sum"] / total_weight
+            if z_loss:  # PaLM's z-loss: keeps the softmax's normaliser near 1 (log Z near 0)
+                loss = loss + z_loss * sums["z_squared_sum"] / total_weight
             if pairs:
                 loss = loss + sums["next_sentence_loss_sum"] / total_pairs
             return loss, sums
@@ -164,6 +169,8 @@ def make_train_step(
             "learning_rate": schedule(state.step),
             "weight_sum": sums["weight_sum"],
         }
+        if z_loss:  # the mean log Z squared, before the weight: what the auxiliary loss pushes down
+            metrics["z_squared"] = sums["z_squared_sum"] / total_weight
         if pairs:
             metrics["next_sentence_loss"] = sums["next_sentence_loss_sum"] / total_pairs
             metrics["next_sentence_accuracy"] = sums["next_sentence_correct_sum"] / total_pairs

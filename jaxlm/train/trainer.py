@@ -158,6 +158,7 @@ def make_trainer(config: ml_collections.ConfigDict, model_cfg: ModelConfig, mesh
         dropout_seed=config.seed if model_cfg.dropout > 0 else None,
         loss_fn=loss_fn,
         skip_nonfinite=config.train.skip_nonfinite,
+        z_loss=config.train.z_loss,
     )
     eval_step_fn = make_eval_step(graphdef, loss_fn)
     train_step_fn, eval_step_fn = _traced_on(mesh, train_step_fn), _traced_on(mesh, eval_step_fn)

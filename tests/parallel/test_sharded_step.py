@@ -126,7 +126,7 @@ def test_vocab_parallel_eval_sums_equal_plain():
         trainer = make_trainer(config, model_config(config, V), make_mesh(config.mesh))
         batch = {k: jax.device_put(v, trainer.batch_shardings[k]) for k, v in _batches("gpt2")[0].items()}
         sums[loss] = jax.device_get(trainer.eval_step(trainer.init_state(0).params, batch))
-    for key in ("loss_sum", "correct_sum", "weight_sum"):
+    for key in ("loss_sum", "correct_sum", "weight_sum", "z_squared_sum"):
         np.testing.assert_allclose(sums["vocab_parallel"][key], sums["plain"][key], rtol=1e-5)
 
 

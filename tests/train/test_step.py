@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
@@ -86,6 +87,43 @@ def test_weighted_cross_entropy_ignores_zero_weight_tokens():
     sums = weighted_cross_entropy(logits, jnp.array([[0, 0]]), jnp.array([[1.0, 0.0]]))
     np.testing.assert_allclose(sums["loss_sum"], np.log1p(np.exp(-5.0)), rtol=1e-5)
     assert float(sums["correct_sum"]) == 1.0 and float(sums["weight_sum"]) == 1.0
+
+
+def test_z_loss_adds_the_weighted_mean_square_log_partition_to_what_is_differentiated():
+    """Against the naive formula: the gradient of CE + z x mean(logsumexp(logits)^2) over weighted tokens."""
+    z = 1e-2  # large enough to move the gradient well past float32 noise
+    config = base_config()
+    config.model.update(family="gpt2", num_layers=1, width=32, num_heads=4)
+    config.data.update(seq_len=L, batch_size=B)
+    config.train.update(warmup_steps=0, clip_norm=0.0)
+    graphdef, params = nnx.split(Transformer(model_config(config, V), rngs=nnx.Rngs(0)))
+    params = nnx.to_pure_dict(params)
+    batch = _batch()
+
+    def naive(p):
+        logits = nnx.merge(graphdef, p)(batch["inputs"], batch["positions"], batch["segment_ids"])
+        log_z = jax.scipy.special.logsumexp(logits, axis=-1)
+        token_losses = log_z - jnp.take_along_axis(logits, batch["targets"][..., None], -1)[..., 0]
+        w = batch["weights"]
+        return (jnp.sum(token_losses * w) + z * jnp.sum(jnp.square(log_z) * w)) / jnp.sum(w), jnp.sum(
+            jnp.square(log_z) * w
+        ) / jnp.sum(w)
+
+    (_, z_squared), naive_grads = jax.value_and_grad(naive, has_aux=True)(params)
+    sgd = optax.sgd(1.0)  # one plain step: the update is minus the gradient
+    step = jax.jit(make_train_step(graphdef, sgd, lambda count: 1.0, grad_accum_steps=1, dropout_seed=None, z_loss=z))
+    state = init_state(params, sgd)
+    new, metrics = step(state, batch)
+    np.testing.assert_allclose(metrics["z_squared"], z_squared, rtol=1e-5)
+    for after, before, grad in zip(jax.tree.leaves(new.params), jax.tree.leaves(params), jax.tree.leaves(naive_grads)):
+        np.testing.assert_allclose(before - after, grad, rtol=2e-4, atol=1e-6)
+    without, _ = jax.jit(make_train_step(graphdef, sgd, lambda count: 1.0, grad_accum_steps=1, dropout_seed=None))(
+        state, batch
+    )
+    moved = sum(
+        float(jnp.abs(a - b).sum()) for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(without.params))
+    )
+    assert moved > 1e-3  # the z-loss changed the update
 
 
 def test_dropout_keys_follow_the_step_so_runs_repeat():
