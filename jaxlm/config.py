@@ -129,6 +129,7 @@ def base_config() -> ml_collections.ConfigDict:  # long: the one table, a line p
 
     c.log = ml_collections.ConfigDict()
     c.log.every = 25  # Print a progress line every this many steps.
+    c.log.spike_sd = 6.0  # Name a logged loss this many running standard deviations above the running mean; 0 = off.
 
     c.sample = ml_collections.ConfigDict()
     c.sample.prompt = "The "  # Causal: text to continue at the end. MLM: a sentence with words to mask.
@@ -298,6 +299,7 @@ def _validate_training(config: ml_collections.ConfigDict) -> None:
     _number(config, "train.weight_decay", "must be >= 0 and finite", lambda x: x >= 0)
     _number(config, "train.clip_norm", "must be >= 0 and finite (0 = off)", lambda x: x >= 0)
     _number(config, "train.z_loss", "must be >= 0 and finite (0 = off)", lambda x: x >= 0)
+    _number(config, "log.spike_sd", "must be >= 0 and finite (0 = off)", lambda x: x >= 0)
     if not 0 <= t.stop_at <= t.steps:
         _fail("train.stop_at", t.stop_at, f"must be in [0, train.steps={t.steps}] (0 = off)")
     for field, meaning in (

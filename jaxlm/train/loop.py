@@ -40,6 +40,7 @@ from jaxlm.train.mfu import mfu, peak_flops
 from jaxlm.train.progress import Progress, eval_line, format_duration
 from jaxlm.train.resume import Start, start_state
 from jaxlm.train.signals import StopSignals
+from jaxlm.train.spikes import SpikeDetector
 from jaxlm.train.summary import param_count, start_lines
 from jaxlm.train.trainer import Trainer, make_trainer
 from jaxlm.train.writers import MetricWriter
@@ -255,6 +256,7 @@ class _Loop:
         self.config, self.trainer, self.data, self.checkpointer, self.stop = config, trainer, data, checkpointer, stop
         self.state, self.first_step, self.train_seconds = start.state, start.step, start.train_seconds
         self.last_saved = start.checkpoint  # the newest checkpoint written or restored
+        self.spikes = SpikeDetector(config.log.spike_sd)  # starts afresh on resume: ten log points to learn
         self.steps = config.train.steps
         self.last_step_now = config.train.stop_at or self.steps  # the last step this invocation runs
         self.global_rows, self.seq_len = config.data.batch_size, config.data.seq_len
@@ -371,8 +373,16 @@ class _Loop:
         utilisation = mfu(self.flops_per_step, seconds_per_step, self.peak_per_device, jax.device_count())
         if utilisation is not None:
             record["mfu"] = utilisation
+        sigmas = self.spikes.check(record["loss"])
+        if sigmas is not None:
+            record["loss_spike_sd"] = sigmas
         self.writer.write(record)
         self.progress.step(step, record, seconds_per_step)
+        if sigmas is not None:
+            self.progress.write(
+                f"spike | step {step}: loss {record['loss']:.4f} is {sigmas:.1f} standard deviations above the "
+                f"running mean {self.spikes.mean:.4f} (log.spike_sd={self.config.log.spike_sd})"
+            )
         self.loss = record["loss"]
 
     def _diverged(self, step: int, value: float | None = None) -> TrainingError:
