@@ -6,7 +6,7 @@ import struct
 import subprocess
 import sys
 
-from jaxlm.plot.curves import read_metrics
+from jaxlm.plot.curves import loss_figure, read_learning_rates, read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -25,8 +25,8 @@ def _plot(*args):
 
 
 RECORDS = [
-    {"step": 10, "loss": 4.2, "accuracy": 0.1},
-    {"step": 20, "loss": 3.9},
+    {"step": 10, "loss": 4.2, "accuracy": 0.1, "learning_rate": 1e-3},
+    {"step": 20, "loss": 3.9, "learning_rate": 5e-4},
     {"step": 20, "val_loss": 3.8},
     {"step": 30, "loss": 3.5},
     {"step": 30, "val_loss": 3.4, "val_perplexity": 30.0},
@@ -36,6 +36,15 @@ RECORDS = [
 def test_read_metrics_splits_train_and_validation_losses(tmp_path):
     train, val = read_metrics(str(_workdir(tmp_path, RECORDS)))
     assert train == [(10, 4.2), (20, 3.9), (30, 3.5)] and val == [(20, 3.8), (30, 3.4)]
+
+
+def test_the_figure_draws_the_learning_rate_beside_the_losses(tmp_path):
+    workdir = str(_workdir(tmp_path, RECORDS))
+    assert read_learning_rates(workdir) == [(10, 1e-3), (20, 5e-4)]
+    loss_axes, rate_axes = loss_figure(workdir).axes
+    assert [line.get_label() for line in loss_axes.get_lines()] == ["train loss", "validation loss"]
+    (rate_line,) = rate_axes.get_lines()
+    assert list(rate_line.get_xdata()) == [10, 20] and list(rate_line.get_ydata()) == [1e-3, 5e-4]
 
 
 def test_the_command_writes_a_png_of_the_requested_name(tmp_path):
