@@ -230,9 +230,7 @@ class Sweep:
     def truncated_newest(self) -> Outcome:
         outcome = Outcome("truncated_newest", 0)
         workdir = self.workdir(outcome.case)
-        for path in glob.glob(os.path.join(workdir, "checkpoints", "8", "params", "d", "*")):
-            with open(path, "r+b") as f:
-                f.truncate(8)
+        _truncate_params(workdir, 8)
         before = checkpoint_hashes(workdir)
         outcome.run = run(workdir, "--config.train.steps=12")
         _check_stop(outcome)
@@ -261,9 +259,7 @@ class Sweep:
     def restore_from_unreadable(self) -> Outcome:
         outcome = Outcome("restore_from_unreadable", 2)
         source = self.workdir(outcome.case)
-        for path in glob.glob(os.path.join(source, "checkpoints", "8", "params", "d", "*")):
-            with open(path, "r+b") as f:
-                f.truncate(8)
+        _truncate_params(source, 8)
         before = checkpoint_hashes(source)
         target = os.path.join(self.scratch, outcome.case + "-new")
         outcome.run = run(target, "--config.train.steps=4", f"--config.checkpoint.restore_from={source}")
@@ -508,6 +504,13 @@ CASES = [
     "sigterm_twice",
     "sigint_twice",
 ]
+
+
+def _truncate_params(workdir: str, step: int) -> None:
+    """Cuts every parameter data file of checkpoint `step` to 8 bytes: a save a crash left half written."""
+    for path in glob.glob(os.path.join(workdir, "checkpoints", str(step), "params", "d", "*")):
+        with open(path, "r+b") as f:
+            f.truncate(8)
 
 
 def _fill(directory: str, leave: int) -> str:

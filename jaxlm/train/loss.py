@@ -19,9 +19,10 @@ def weighted_cross_entropy(
     Sums, not means, so that micro-batches and evaluation batches add up exactly.
     """
     logits_BxLxV = logits_BxLxV.astype(jnp.float32)
-    loss_BxL = optax.softmax_cross_entropy_with_integer_labels(logits_BxLxV, targets_BxL)
-    correct_BxL = (jnp.argmax(logits_BxLxV, axis=-1) == targets_BxL).astype(jnp.float32)
+    # One log-partition pass serves both the cross-entropy and the z-loss's log Z.
     log_z_BxL = jax.nn.logsumexp(logits_BxLxV, axis=-1)
+    loss_BxL = log_z_BxL - jnp.take_along_axis(logits_BxLxV, targets_BxL[..., None], axis=-1)[..., 0]
+    correct_BxL = (jnp.argmax(logits_BxLxV, axis=-1) == targets_BxL).astype(jnp.float32)
     return {
         "loss_sum": jnp.sum(loss_BxL * weights_BxL),
         "correct_sum": jnp.sum(correct_BxL * weights_BxL),

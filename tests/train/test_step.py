@@ -89,15 +89,20 @@ def test_weighted_cross_entropy_ignores_zero_weight_tokens():
     assert float(sums["correct_sum"]) == 1.0 and float(sums["weight_sum"]) == 1.0
 
 
+def _one_layer(dropout: float = 0.0, **train_fields):
+    """A one-layer gpt2's graphdef, parameters and run config (with `train_fields` set)."""
+    config = base_config()
+    config.model.update(family="gpt2", num_layers=1, width=32, num_heads=4, dropout=dropout)
+    config.data.update(seq_len=L, batch_size=B)
+    config.train.update(**train_fields)
+    graphdef, params = nnx.split(Transformer(model_config(config, V), rngs=nnx.Rngs(0)))
+    return graphdef, nnx.to_pure_dict(params), config
+
+
 def test_z_loss_adds_the_weighted_mean_square_log_partition_to_what_is_differentiated():
     """Against the naive formula: the gradient of CE + z x mean(logsumexp(logits)^2) over weighted tokens."""
     z = 1e-2  # large enough to move the gradient well past float32 noise
-    config = base_config()
-    config.model.update(family="gpt2", num_layers=1, width=32, num_heads=4)
-    config.data.update(seq_len=L, batch_size=B)
-    config.train.update(warmup_steps=0, clip_norm=0.0)
-    graphdef, params = nnx.split(Transformer(model_config(config, V), rngs=nnx.Rngs(0)))
-    params = nnx.to_pure_dict(params)
+    graphdef, params, _ = _one_layer(warmup_steps=0, clip_norm=0.0)
     batch = _batch()
 
     def naive(p):
@@ -127,11 +132,7 @@ def test_z_loss_adds_the_weighted_mean_square_log_partition_to_what_is_different
 
 
 def test_dropout_keys_follow_the_step_so_runs_repeat():
-    config = base_config()
-    config.model.update(family="gpt2", num_layers=1, width=32, num_heads=4, dropout=0.3)
-    config.data.update(seq_len=L, batch_size=B)
-    graphdef, params = nnx.split(Transformer(model_config(config, V), rngs=nnx.Rngs(0)))
-    params = nnx.to_pure_dict(params)
+    graphdef, params, config = _one_layer(dropout=0.3)
     optimizer, schedule = make_optimizer(config.train, params)
     step = jax.jit(make_train_step(graphdef, optimizer, schedule, grad_accum_steps=1, dropout_seed=7))
     _, a = step(init_state(params, optimizer), _batch())
@@ -144,12 +145,7 @@ def test_dropout_keys_follow_the_step_so_runs_repeat():
 
 def _overflowing_step(skip_nonfinite: bool):
     """A step whose loss and gradient are finite but whose update is not: a learning rate that is inf in float32."""
-    config = base_config()
-    config.model.update(family="gpt2", num_layers=1, width=32, num_heads=4)
-    config.data.update(seq_len=L, batch_size=B)
-    config.train.update(learning_rate=1e39, warmup_steps=0)
-    graphdef, params = nnx.split(Transformer(model_config(config, V), rngs=nnx.Rngs(0)))
-    params = nnx.to_pure_dict(params)
+    graphdef, params, config = _one_layer(learning_rate=1e39, warmup_steps=0)
     optimizer, schedule = make_optimizer(config.train, params)
     step = jax.jit(
         make_train_step(
