@@ -32,6 +32,7 @@ __all__ = [
     "load_recipe",
     "model_config",
     "objective",
+    "optimizer_state_kind",
     "sibling_recipe",
     "validate",
 ]
@@ -39,6 +40,7 @@ __all__ = [
 # The choices of the sections this file's callers implement (jaxlm.train); the model's and the data's
 # choices come from those packages.
 BIASES = ("family", "none")
+OPTIMIZERS = ("adamw", "lamb", "adafactor", "muon", "sgd")
 DECAYS = ("cosine", "linear", "constant", "wsd", "rsqrt")
 WSD_DECAYS = ("linear", "1-sqrt")
 CROSS_ENTROPIES = ("plain", "vocab_parallel")
@@ -98,7 +100,7 @@ def base_config() -> ml_collections.ConfigDict:  # long: the one table, a line p
     c.model.max_len = -1  # Longest sequence the positions cover; -1 = data.seq_len.
     c.model.vocab_size = -1  # Embedding rows; -1 = the tokenizer's vocabulary. Must be >= the tokenizer's.
     c.model.dropout = 0.0  # Dropout rate on embeddings, attention output and FFN output.
-    c.model.dtype = "float32"  # Compute dtype: "float32" or "bfloat16" (parameters stay float32).
+    c.model.dtype = "float32"  # Compute dtype: "float32", "bfloat16" or "float16" (T4/V100 GPUs: with dynamic loss scaling); parameters stay float32.
     c.model.attention = "auto"  # Attention kernel: "auto" (splash on TPU when seq_len is a multiple of 128, cudnn on NVIDIA GPUs in bfloat16, else xla), "xla" (any device), "cudnn" (NVIDIA GPU flash attention, bfloat16), "splash" (TPU Pallas flash attention, seq_len a multiple of 128).
     c.model.remat = "none"  # Rematerialise each block in the backward pass: "none", "full" or "dots".
     c.model.scan_unroll = 1  # Blocks per layer-scan iteration: 1 keeps compile time flat in depth; num_layers unrolls all (faster small models).
@@ -111,15 +113,22 @@ def base_config() -> ml_collections.ConfigDict:  # long: the one table, a line p
     c.train.end_learning_rate = 3e-4  # Learning rate at the last step (cosine, linear and wsd).
     c.train.decay_fraction = 0.2  # With decay="wsd": the share of train.steps the final cool-down takes.
     c.train.wsd_decay = "linear"  # With decay="wsd": the cool-down's shape, "linear" or "1-sqrt".
-    c.train.b1 = 0.9  # AdamW beta1.
-    c.train.b2 = 0.95  # AdamW beta2.
-    c.train.eps = 1e-8  # AdamW epsilon.
-    c.train.weight_decay = 0.1  # Decoupled weight decay, on matrices only (not norms, biases, embeddings).
+    c.train.optimizer = "adamw"  # "adamw", "lamb" (BERT's at 32k batches), "adafactor" (T5's; factored second moments), "muon" (blocks' matrices; AdamW for the rest), "sgd" (momentum b1).
+    c.train.b1 = 0.9  # AdamW/LAMB beta1 (Muon: of its AdamW part; SGD: the momentum).
+    c.train.b2 = 0.95  # AdamW/LAMB beta2 (Muon: of its AdamW part).
+    c.train.eps = 1e-8  # AdamW/LAMB epsilon.
+    c.train.muon_momentum = 0.95  # With optimizer="muon": the momentum of the orthogonalised updates.
+    c.train.weight_decay = (
+        0.1  # Decoupled weight decay (lr x weight_decay x param), on matrices only (not norms, biases, embeddings).
+    )
     c.train.decay_embeddings = False  # Also decay the embedding tables (nanoGPT does).
     c.train.clip_norm = 1.0  # Clip gradients to this global norm (0 = off).
     c.train.grad_accum_steps = 1  # Micro-batches per step, accumulated inside the jitted step.
     c.train.cross_entropy = "plain"  # "plain" (XLA decides) or "vocab_parallel" (shard_map; logits never gathered).
     c.train.stop_at = 0  # Save and stop after this step, keeping train.steps' schedule (time-limited jobs); 0 = off.
+    c.train.ema_decay = 0.0  # Keep an average of the parameters (e.g. 0.999), evaluated beside them and exportable (--params=ema); 0 = off.
+    c.train.loss_scale_init = 65536.0  # With model.dtype="float16": the first dynamic loss scale (halved on overflow).
+    c.train.loss_scale_period = 2000  # With model.dtype="float16": good steps in a row before the scale doubles.
     c.train.z_loss = 0.0  # PaLM's z-loss weight on logsumexp(logits)^2 (PaLM: 1e-4); logged as z_squared; 0 = off.
     c.train.skip_nonfinite = False  # Skip a step whose loss, gradient or new state is not finite (else stop the run).
 
@@ -279,6 +288,11 @@ def _validate_model(config: ml_collections.ConfigDict) -> None:
 def _validate_training(config: ml_collections.ConfigDict) -> None:
     t = config.train
     _choice(config, "train.decay", DECAYS)
+    _choice(config, "train.optimizer", OPTIMIZERS)
+    _number(config, "train.muon_momentum", "must be in [0, 1)", lambda x: 0 <= x < 1)
+    _number(config, "train.ema_decay", "must be in [0, 1) (0 = off)", lambda x: 0 <= x < 1)
+    _number(config, "train.loss_scale_init", "must be >= 1 and finite in float32", lambda x: 1 <= x <= _FLOAT32_MAX)
+    _positive(config, "train.loss_scale_period")
     _choice(config, "train.wsd_decay", WSD_DECAYS)
     _number(config, "train.decay_fraction", "must be in (0, 1]", lambda x: 0 < x <= 1)
     _choice(config, "train.cross_entropy", CROSS_ENTROPIES)
@@ -312,6 +326,17 @@ def _validate_training(config: ml_collections.ConfigDict) -> None:
             _fail(field, _get(config, field), f"must be >= 0 ({meaning})")
     if not isinstance(config.mesh.cpu_devices, int) or config.mesh.cpu_devices < 0:
         _fail("mesh.cpu_devices", config.mesh.cpu_devices, "must be an integer >= 0 (0 = JAX's default)")
+
+
+def optimizer_state_kind(config: ml_collections.ConfigDict) -> dict[str, str]:
+    """The fields that decide the optimizer state's structure, as a run would describe them: a checkpoint's
+    optimizer state restores only into a run that agrees on all (the learning rate or the betas may change)."""
+    t = config.train
+    return {
+        "train.optimizer": t.optimizer,
+        "train.ema_decay": "an average of the parameters (> 0)" if t.ema_decay > 0 else "no average (0)",
+        "model.dtype": "float16, with loss scaling" if config.model.dtype == "float16" else "no loss scaling",
+    }
 
 
 def check_vocab(config: ml_collections.ConfigDict, tokenizer_vocab_size: int) -> None:

@@ -1,6 +1,6 @@
 """python -m jaxlm.export: a run's checkpoint to a Hugging Face folder, or a Hugging Face folder to a run.
 
-    python -m jaxlm.export --workdir=runs/default [--step=N] --out=hf/default
+    python -m jaxlm.export --workdir=runs/default [--step=N] [--params=ema] --out=hf/default
     python -m jaxlm.export --from_hf=hf/default --out=runs/imported
 
 Bad input is one line naming the problem on stderr and exit status 2.
@@ -24,6 +24,13 @@ def _flags() -> flags.FlagValues:
         "workdir", None, "A jaxlm run to export (its --workdir, or its checkpoints directory).", flag_values=fv
     )
     flags.DEFINE_integer("step", None, "Checkpoint step to export (default: the newest).", flag_values=fv)
+    flags.DEFINE_enum(
+        "params",
+        "raw",
+        ["raw", "ema"],
+        "raw: the parameters as trained; ema: their average (runs trained with train.ema_decay > 0).",
+        flag_values=fv,
+    )
     flags.DEFINE_string("from_hf", None, "A Hugging Face model folder to import instead.", flag_values=fv)
     flags.DEFINE_string(
         "out",
@@ -61,7 +68,7 @@ def main(argv: list[str]) -> int:
 
     try:
         if fv.workdir is not None:
-            print(export_run(fv.workdir, fv.step, fv.out, int(fv.max_shard_mb * 2**20)))
+            print(export_run(fv.workdir, fv.step, fv.out, int(fv.max_shard_mb * 2**20), params=fv.params))
         else:
             print(import_hf(fv.from_hf, fv.out))
     except (ExportError, CheckpointError) as error:

@@ -8,11 +8,16 @@ from jaxlm.runs.reader import open_run
 
 
 def export_run(
-    path: str, step: int | None, out: str, max_shard_bytes: int = safetensors_io.DEFAULT_MAX_SHARD_BYTES
+    path: str,
+    step: int | None,
+    out: str,
+    max_shard_bytes: int = safetensors_io.DEFAULT_MAX_SHARD_BYTES,
+    params: str = "raw",
 ) -> str:
     """Writes the checkpoint of `step` (None: the newest) of the run at `path` as a Hugging Face folder `out`;
-    returns a summary line. Raises CheckpointError or ExportError naming what is wrong."""
-    run = open_run(path, step)
+    returns a summary line. `params="ema"` writes the run's average of the parameters. Raises CheckpointError
+    or ExportError naming what is wrong."""
+    run = open_run(path, step, params=params)
     if run.tokenizer is None:
         raise ExportError(
             f"{path}: the checkpoint carries no tokenizer and its workdir has none; export needs "
@@ -20,7 +25,8 @@ def export_run(
         )
     files = convert.to_hf(run.model_cfg, run.params, out, tokenizer=run.tokenizer, max_shard_bytes=max_shard_bytes)
     family = hf_config.family_of_config(run.model_cfg)
+    which = " (the average of its parameters)" if params == "ema" else ""
     return (
-        f"exported {path} step {run.step} as {hf_config.architecture(run.model_cfg, family)} to {out} "
+        f"exported {path} step {run.step}{which} as {hf_config.architecture(run.model_cfg, family)} to {out} "
         f"({len(files)} files)"
     )

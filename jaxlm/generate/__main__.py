@@ -22,6 +22,13 @@ def _flags() -> flags.FlagValues:
         "workdir", None, "A jaxlm run (its --workdir) or its checkpoints directory.", flag_values=fv, required=True
     )
     flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest).", flag_values=fv)
+    flags.DEFINE_enum(
+        "params",
+        "raw",
+        ["raw", "ema"],
+        "raw: the parameters as trained; ema: their average (runs trained with train.ema_decay > 0).",
+        flag_values=fv,
+    )
     flags.DEFINE_multi_string(
         "prompt",
         [""],
@@ -56,7 +63,7 @@ def main(argv: list[str]) -> int:
     from jaxlm.runs.reader import open_run
 
     try:
-        run = open_run(fv.workdir, fv.step)
+        run = open_run(fv.workdir, fv.step, params=fv.params)
     except CheckpointError as error:
         cli.fail(str(error))
     tokenizer, model_cfg = run.tokenizer, run.model_cfg

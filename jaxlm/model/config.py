@@ -20,7 +20,7 @@ FAMILY_ARCHITECTURES = {
 }
 # fmt: on
 FAMILIES = tuple(FAMILY_ARCHITECTURES)
-DTYPES = ("float32", "bfloat16")  # compute dtypes; parameters are always float32
+DTYPES = ("float32", "bfloat16", "float16")  # compute dtypes; parameters are always float32
 REMAT = ("none", "full", "dots")  # transformer.REMAT_POLICIES implements all but "none"
 ATTENTION_KERNELS = ("xla", "cudnn", "splash")  # attention.Attention dispatches on these
 _ARCHITECTURE_FIELDS = (

@@ -164,6 +164,41 @@ class Checkpointer:
             meta=CheckpointMeta.from_json(restored.meta, step),
         )
 
+    def restore_average(self, step: int, abstract_params) -> dict | None:
+        """The average of the parameters (train.ema_decay) that step's optimizer state holds, onto
+        `abstract_params`' shardings, reading nothing else of the state; None when the run kept no average.
+
+        The average is the optimizer state's field `ema` (jaxlm.train.ema.EmaState), a tree like the params.
+        """
+        if not self.has_optimizer_state(step):
+            return None
+        saved = self._manager.item_metadata(step).opt_state.tree
+        path = _path_to_key(saved, "ema")
+        if path is None:
+            return None
+
+        def skeleton(node, at: tuple):
+            if at == path:
+                return abstract_params
+            if isinstance(node, dict):
+                return {k: skeleton(v, (*at, k)) for k, v in node.items()}
+            if isinstance(node, (list, tuple)):
+                return [skeleton(v, (*at, i)) for i, v in enumerate(node)]
+            return None if node is None else ocp.PLACEHOLDER  # not read
+
+        item = skeleton(saved, ())
+        restore_args = jax.tree.map(
+            lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding) if isinstance(x, jax.ShapeDtypeStruct) else x, item
+        )
+        with ocp.PyTreeCheckpointer() as reader:
+            restored = reader.restore(
+                epath.Path(self.directory) / str(step) / "opt_state",
+                args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args),
+            )
+        for key in path:
+            restored = restored[key]
+        return restored
+
     def meta(self, step: int) -> CheckpointMeta:
         """Step's metadata, read alone (no arrays)."""
         meta_only = ocp.args.Composite(meta=ocp.args.JsonRestore())
@@ -187,6 +222,23 @@ class Checkpointer:
 
     def close(self) -> None:
         self._manager.close()
+
+
+def _path_to_key(tree, key: str) -> tuple | None:
+    """The path (dict keys and list indices) of the first dict entry named `key` in a saved tree's metadata."""
+    if isinstance(tree, dict):
+        if key in tree:
+            return (key,)
+        children = tree.items()
+    elif isinstance(tree, (list, tuple)):
+        children = enumerate(tree)
+    else:
+        return None
+    for name, child in children:
+        found = _path_to_key(child, key)
+        if found is not None:
+            return (name, *found)
+    return None
 
 
 def _handlers() -> dict:

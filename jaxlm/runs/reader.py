@@ -37,11 +37,14 @@ class Run:
     meta: CheckpointMeta
 
 
-def open_run(path: str, step: int | None = None, shardings: dict | None = None) -> Run:
+PARAMS_KINDS = ("raw", "ema")  # the parameters as trained, or their average (train.ema_decay)
+
+
+def open_run(path: str, step: int | None = None, shardings: dict | None = None, params: str = "raw") -> Run:
     """The checkpoint of `step` (None: the newest complete one) of the run at `path`, a workdir or its
     checkpoints directory, with its model config and tokenizer; raises CheckpointError naming what is
-    missing or unreadable."""
-    restored = _restore(path, step, shardings)
+    missing or unreadable. `params="ema"` reads the run's average of the parameters instead of them."""
+    restored = _restore(path, step, shardings, average=params == "ema")
     config = config_lib.config_from_json(restored.meta.config_json)
     params = restored.params
     vocab_size = int(np.shape(params["token_embed"]["embedding"])[0])
@@ -64,8 +67,9 @@ def restore_params(
     return config_lib.config_from_json(restored.meta.config_json), restored.params, restored.step
 
 
-def _restore(path: str, step: int | None, shardings: dict | None) -> Restored:
-    """The parameters and metadata of a checkpoint; float32 numpy on the host unless `shardings` places them."""
+def _restore(path: str, step: int | None, shardings: dict | None, average: bool = False) -> Restored:
+    """The parameters (or with `average`, their average) and metadata of a checkpoint; float32 numpy on the
+    host unless `shardings` places them."""
     if not is_remote(path) and not os.path.isdir(path):
         raise CheckpointError(
             f"no checkpoints at {path}: no such directory; give the --workdir of a jaxlm run "
@@ -95,6 +99,14 @@ def _restore(path: str, step: int | None, shardings: dict | None) -> Restored:
             )
             abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, placed)
             restored = checkpointer.restore(step, abstract)
+            averaged = checkpointer.restore_average(step, abstract) if average else None
+        if average and averaged is None:
+            raise CheckpointError(
+                f"{directory}/{step} keeps no average of the parameters (the run had train.ema_decay=0); "
+                "use the parameters as trained (--params=raw), or train with --config.train.ema_decay=0.999"
+            )
+        if average:
+            restored = dataclasses.replace(restored, params=averaged)
     finally:
         checkpointer.close()
     if shardings is None:

@@ -34,6 +34,7 @@ from jaxlm.runs.layout import find_checkpoints
 from jaxlm.runs.lock import WorkdirLock, make_workdir
 from jaxlm.runs.meta import CheckpointMeta, TokenizerRecord
 from jaxlm.train import partition
+from jaxlm.train.ema import ema_params
 from jaxlm.train.errors import Preempted, TrainingError
 from jaxlm.train.evaluate import evaluate
 from jaxlm.train.mfu import mfu, peak_flops
@@ -340,6 +341,9 @@ class _Loop:
     def _evaluate(self, step: int, val_batches: list[dict[str, jax.Array]]) -> None:
         self._report_pending()
         self.val = evaluate(self.trainer.eval_step, self.state.params, val_batches)
+        average = ema_params(self.state.opt_state)
+        if average is not None:  # the average beside the raw parameters: val_loss_ema, val_accuracy_ema, ...
+            self.val.update({f"{k}_ema": v for k, v in evaluate(self.trainer.eval_step, average, val_batches).items()})
         self.writer.write({"step": step, **self.val})
         self.writer.flush()
         self.progress.write(eval_line(step, self.steps, self.val))
@@ -368,7 +372,11 @@ class _Loop:
             "tokens_per_second": tokens_per_step / seconds_per_step,
         }
         record.update(
-            {k: metrics[k] for k in ("next_sentence_loss", "next_sentence_accuracy", "z_squared") if k in metrics}
+            {
+                k: metrics[k]
+                for k in ("next_sentence_loss", "next_sentence_accuracy", "z_squared", "loss_scale", "overflow_steps")
+                if k in metrics
+            }
         )
         utilisation = mfu(self.flops_per_step, seconds_per_step, self.peak_per_device, jax.device_count())
         if utilisation is not None:

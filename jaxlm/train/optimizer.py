@@ -1,4 +1,9 @@
-"""AdamW with warmup and decay, global-norm clipping, and weight decay on matrices only."""
+"""The optimizer of a run: AdamW, LAMB, Adafactor, Muon or SGD with momentum, after global-norm clipping, with
+the learning-rate schedule and weight decay on matrices only; optionally an average of the parameters (EMA) and,
+in float16, dynamic loss scaling around it all.
+
+Everything a run must carry from step to step lives in the optax state, so checkpoints, sharding and resume
+treat the EMA and the loss scale like the moments."""
 
 from __future__ import annotations
 
@@ -6,6 +11,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+from optax.contrib import MuonDimensionNumbers, muon
+
+from jaxlm.train.ema import parameter_ema
+from jaxlm.train.loss_scale import dynamic_loss_scale
 
 # Leaves named so by the model: matrices that weight decay applies to, and embedding tables.
 _MATRIX_LEAVES = ("kernel",)
@@ -64,20 +73,75 @@ def weight_decay_mask(params: dict, decay_embeddings: bool) -> dict:
     return jax.tree_util.tree_map_with_path(decays, params)
 
 
+def muon_dimensions(params: dict) -> dict:
+    """Muon's view of each parameter: the blocks' matrices as (reduction axes, output axes), the layer axis a
+    batch axis; None (AdamW) for embeddings, the heads, norms and biases, as Muon's authors train them.
+
+    The kernels are stacked over layers: [layers, in..., out...]. Attention's output and the FFN's down
+    projection read (heads, head_dim) or the FFN width and write the model width (their last axis); the other
+    projections read the model width (axis 1).
+    """
+
+    def dimensions(path, x) -> MuonDimensionNumbers | None:
+        names = [getattr(key, "key", None) for key in path]
+        if names[0] != "blocks" or names[-1] != "kernel" or x.ndim < 3:
+            return None
+        if names[-2] in ("out", "down"):
+            return MuonDimensionNumbers(reduction_axis=tuple(range(1, x.ndim - 1)), output_axis=(x.ndim - 1,))
+        return MuonDimensionNumbers(reduction_axis=(1,), output_axis=tuple(range(2, x.ndim)))
+
+    return jax.tree_util.tree_map_with_path(dimensions, params)
+
+
+def _direction(train: ml_collections.ConfigDict, params: dict) -> optax.GradientTransformation:
+    """The optimizer's update direction before weight decay and the learning rate (AdamW and LAMB keep optax's
+    own aliases, so their state is what optax.adamw and optax.lamb make)."""
+    if train.optimizer == "adafactor":  # T5's: factored second moments, update clipping, no first moment
+        # optax.adafactor's own chain without its learning rate, parameter scaling and sign flip.
+        return optax.chain(optax.scale_by_factored_rms(), optax.clip_by_block_rms(1.0))
+    if train.optimizer == "muon":
+        # learning_rate=-1 gives the bare direction (optax scales by -lr); consistent_rms=0.2 makes the
+        # matrices' updates as large as AdamW's, so that one learning rate and weight decay serve both groups.
+        return muon(
+            -1.0,
+            beta=train.muon_momentum,
+            eps=train.eps,
+            adam_b1=train.b1,
+            adam_b2=train.b2,
+            muon_weight_dimension_numbers=muon_dimensions(params),
+            consistent_rms=0.2,
+        )
+    return optax.trace(decay=train.b1)  # sgd: heavy-ball momentum
+
+
 def make_optimizer(
-    train: ml_collections.ConfigDict, params: dict
+    train: ml_collections.ConfigDict, params: dict, *, loss_scaling: bool = False
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """The optax chain for a run and its learning-rate schedule."""
+    """The optax chain for a run and its learning-rate schedule.
+
+    Always clip -> optimizer [-> EMA], clipping or not (0 = at infinity, a no-op): the state keeps one
+    structure, so a run resumed with clipping turned on or off (the cure for a diverging run) restores.
+    `loss_scaling` wraps it in dynamic loss scaling (float16 runs).
+    """
     schedule = learning_rate_schedule(train)
-    adamw = optax.adamw(
-        schedule,
-        b1=train.b1,
-        b2=train.b2,
-        eps=train.eps,
-        weight_decay=train.weight_decay,
-        mask=weight_decay_mask(params, train.decay_embeddings),
-    )
-    # Always the same chain, clipping or not (0 = at infinity, a no-op): the optimizer state keeps one
-    # structure, so a run resumed with clipping turned on or off (the cure for a diverging run) restores.
+    mask = weight_decay_mask(params, train.decay_embeddings)
+    if train.optimizer == "adamw":
+        optimizer = optax.adamw(
+            schedule, b1=train.b1, b2=train.b2, eps=train.eps, weight_decay=train.weight_decay, mask=mask
+        )
+    elif train.optimizer == "lamb":  # AdamW's direction scaled per parameter by ||param|| / ||update||
+        optimizer = optax.lamb(
+            schedule, b1=train.b1, b2=train.b2, eps=train.eps, weight_decay=train.weight_decay, mask=mask
+        )
+    else:  # decoupled weight decay, as AdamW's: lr x weight_decay x param
+        optimizer = optax.chain(
+            _direction(train, params),
+            optax.add_decayed_weights(train.weight_decay, mask),
+            optax.scale_by_learning_rate(schedule),
+        )
     clip = optax.clip_by_global_norm(train.clip_norm if train.clip_norm > 0 else float("inf"))
-    return optax.chain(clip, adamw), schedule
+    chain = [clip, optimizer] + ([parameter_ema(train.ema_decay)] if train.ema_decay > 0 else [])
+    optimizer = optax.chain(*chain)
+    if loss_scaling:
+        optimizer = dynamic_loss_scale(optimizer, initial_scale=train.loss_scale_init, period=train.loss_scale_period)
+    return optimizer, schedule

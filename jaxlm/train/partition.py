@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import jax
 import numpy as np
-import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -39,19 +38,46 @@ def param_shardings(axes: dict, abstract_params: dict, mesh: jax.sharding.Mesh, 
     )
 
 
-def state_shardings(
-    optimizer: optax.GradientTransformation, abstract_state: TrainState, params_sharding: dict, mesh: jax.sharding.Mesh
-) -> TrainState:
-    """Shardings of the whole TrainState: moments like their parameters, counters replicated."""
+def state_shardings(abstract_state: TrainState, params_sharding: dict, mesh: jax.sharding.Mesh) -> TrainState:
+    """Shardings of the whole TrainState: every optimizer-state array kept for a parameter (moments, an
+    average, a factored second moment) split like that parameter, counters and scalars replicated."""
     replicated = NamedSharding(mesh, PartitionSpec())
-    opt_sharding = optax.tree_map_params(
-        optimizer,
-        lambda _, sharding: sharding,
+    by_path = {_dict_keys(path): s for path, s in jax.tree_util.tree_leaves_with_path(params_sharding)}
+    opt_sharding = jax.tree_util.tree_map_with_path(
+        lambda path, x: _like_its_parameter(path, x, by_path, abstract_state.params) or replicated,
         abstract_state.opt_state,
-        params_sharding,
-        transform_non_params=lambda _: replicated,
     )
     return jax.tree.map(lambda _: replicated, abstract_state).replace(params=params_sharding, opt_state=opt_sharding)
+
+
+def _dict_keys(path) -> tuple:
+    return tuple(key.key for key in path if isinstance(key, jax.tree_util.DictKey))
+
+
+def _like_its_parameter(path, x, by_path: dict, abstract_params: dict) -> NamedSharding | None:
+    """The sharding of an optimizer-state array from the parameter it belongs to: the parameter's path ends its
+    own (optax keeps param-shaped trees). Same shape: the parameter's sharding. One axis fewer (Adafactor's
+    row and column statistics): the parameter's spec without that axis. Anything else: None."""
+    keys = _dict_keys(path)
+    for start in range(len(keys)):
+        param_sharding = by_path.get(keys[start:])
+        if param_sharding is None:
+            continue
+        shape = _leaf(abstract_params, keys[start:]).shape
+        spec = tuple(param_sharding.spec) + (None,) * (len(shape) - len(param_sharding.spec))
+        if tuple(x.shape) == tuple(shape):
+            return param_sharding
+        for axis in range(len(shape)):
+            if x.shape == shape[:axis] + shape[axis + 1 :]:
+                return NamedSharding(param_sharding.mesh, PartitionSpec(*spec[:axis], *spec[axis + 1 :]))
+        return None
+    return None
+
+
+def _leaf(tree: dict, keys: tuple):
+    for key in keys:
+        tree = tree[key]
+    return tree
 
 
 def batch_sharding(mesh: jax.sharding.Mesh, rules: Rules) -> NamedSharding:

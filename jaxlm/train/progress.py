@@ -34,7 +34,8 @@ def step_line(step: int, steps: int, record: dict, seconds_per_step: float) -> s
     return (
         f"step {step:>6}/{steps} | loss {record['loss']:.4f} | acc {record['accuracy']:.3f} | {pairs}"
         f"lr {record['learning_rate']:.2e} | gnorm {record['grad_norm']:.2f} | "
-        f"{record['tokens_per_second']:,.0f} tok/s | mfu {format_mfu(record.get('mfu'))} | "
+        + (f"scale {record['loss_scale']:.0f} | " if "loss_scale" in record else "")
+        + f"{record['tokens_per_second']:,.0f} tok/s | mfu {format_mfu(record.get('mfu'))} | "
         f"{seconds_per_step * 1e3:.1f} ms/step | eta {format_duration(seconds_per_step * (steps - step))}"
     )
 
@@ -47,6 +48,11 @@ def eval_line(step: int, steps: int, val: dict) -> str:
         + (
             f" | val_nsp_loss {val['val_next_sentence_loss']:.4f} | val_nsp_acc {val['val_next_sentence_accuracy']:.3f}"
             if "val_next_sentence_loss" in val
+            else ""
+        )
+        + (
+            f" | ema_loss {val['val_loss_ema']:.4f} | ema_acc {val['val_accuracy_ema']:.3f}"
+            if "val_loss_ema" in val
             else ""
         )
     )

@@ -48,6 +48,18 @@ def check_same_model(meta: CheckpointMeta, config: ml_collections.ConfigDict) ->
             )
 
 
+def check_same_optimizer(meta: CheckpointMeta, config: ml_collections.ConfigDict, how_else: str) -> None:
+    """Raises CheckpointError when the checkpoint's optimizer state has another structure than this run's."""
+    saved = config_lib.optimizer_state_kind(config_lib.config_from_json(meta.config_json))
+    ours = config_lib.optimizer_state_kind(config)
+    for field, kind in saved.items():
+        if kind != ours[field]:
+            raise CheckpointError(
+                f"the checkpoint at step {meta.step} holds the optimizer state of {field}: {kind}, and this run "
+                f"asks for {ours[field]}, which keeps another state; {how_else}"
+            )
+
+
 def start_state(
     config: ml_collections.ConfigDict,
     trainer: Trainer,
@@ -64,6 +76,13 @@ def start_state(
     """
     if newest is not None:
         check_same_model(newest, config)
+        if not newest.params_only:
+            check_same_optimizer(
+                newest,
+                config,
+                "resume with the checkpoint's setting, or start a new --workdir from its weights with "
+                f"--config.checkpoint.restore_from={checkpointer.directory}",
+            )
     restored = checkpointer.restore_newest(
         with_shardings(trainer.abstract_params, trainer.params_sharding),
         with_shardings(trainer.abstract_state.opt_state, trainer.state_sharding.opt_state),
@@ -127,6 +146,10 @@ def _restore_from(config: ml_collections.ConfigDict, trainer: Trainer, say: Call
             raise CheckpointError(
                 f"checkpoint.restore_from={source!r}: step {steps[0]} holds parameters only "
                 "(an imported model), no optimizer state; leave checkpoint.params_only=True"
+            )
+        if with_optimizer:
+            check_same_optimizer(
+                other.meta(steps[0]), config, "leave checkpoint.params_only=True to take its weights alone"
             )
         with reading_step(other.directory, steps[0], steps, restore_from=True):
             restored = other.restore(

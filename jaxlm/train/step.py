@@ -14,6 +14,7 @@ import optax
 from flax import nnx
 
 from jaxlm.train.loss import next_sentence_sums, pair_weights, weighted_cross_entropy
+from jaxlm.train.loss_scale import all_finite, loss_scale_state
 
 SUM_KEYS = ("loss_sum", "correct_sum", "weight_sum", "z_squared_sum")  # what weighted_cross_entropy returns
 PAIR_SUM_KEYS = ("next_sentence_loss_sum", "next_sentence_correct_sum", "next_sentence_weight_sum")
@@ -99,12 +100,6 @@ def accumulate_gradients(
     return grads, sums
 
 
-def _all_finite(tree) -> jax.Array:
-    """bool scalar: every floating-point element of `tree` is finite (integer leaves, like a step count, are)."""
-    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.bool_(True)
-
-
 def make_train_step(
     graphdef: nnx.GraphDef,
     optimizer: optax.GradientTransformation,
@@ -128,12 +123,17 @@ def make_train_step(
     A step whose loss, gradient norm or new state (parameters, optimizer moments) is not finite is
     recorded in `first_bad_step`; with
     `skip_nonfinite` its update is dropped instead (the step still counts, the data moves on).
+    An optimizer with dynamic loss scaling (float16) gets the gradients of the scaled loss divided back by
+    the scale; an overflow there is its to handle (skip the update, halve the scale), not a divergence.
     """
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
         pairs = "next_sentence" in batch
         total_weight = jnp.maximum(jnp.sum(batch["weights"]), 1.0)
         total_pairs = jnp.maximum(jnp.sum(pair_weights(batch["segment_ids"])), 1.0) if pairs else None
+
+        scaling = loss_scale_state(state.opt_state)
+        scale = scaling.scale if scaling is not None else None
 
         def micro_loss(params, micro: Batch, key):
             sums = _forward(graphdef, params, micro, key, loss_fn)
@@ -142,19 +142,21 @@ def make_train_step(
                 loss = loss + z_loss * sums["z_squared_sum"] / total_weight
             if pairs:
                 loss = loss + sums["next_sentence_loss_sum"] / total_pairs
-            return loss, sums
+            return (loss * scale if scale is not None else loss), sums
 
         step_key = jax.random.fold_in(jax.random.key(dropout_seed), state.step) if dropout_seed is not None else None
         sum_keys = SUM_KEYS + (PAIR_SUM_KEYS if pairs else ())
         grads, sums = accumulate_gradients(
             jax.grad(micro_loss, has_aux=True), state.params, batch, grad_accum_steps, step_key, sum_keys
         )
+        if scale is not None:
+            grads = jax.tree.map(lambda g: g / scale, grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         loss, grad_norm = sums["loss_sum"] / total_weight, optax.tree.norm(grads)
         # The new state too: a finite gradient times a NaN learning rate (or an overflowing moment) makes
         # parameters that must never be saved as good.
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite((params, opt_state))
+        finite = jnp.isfinite(loss) & (jnp.isfinite(grad_norm) | (scale is not None)) & all_finite((params, opt_state))
         if pairs:
             finite &= jnp.isfinite(sums["next_sentence_loss_sum"])
         if skip_nonfinite:
@@ -171,6 +173,9 @@ def make_train_step(
         }
         if z_loss:  # the mean log Z squared, before the weight: what the auxiliary loss pushes down
             metrics["z_squared"] = sums["z_squared_sum"] / total_weight
+        if scale is not None:  # the scale this step's loss was multiplied by, and the overflows so far
+            metrics["loss_scale"] = scale
+            metrics["overflow_steps"] = opt_state.overflows
         if pairs:
             metrics["next_sentence_loss"] = sums["next_sentence_loss_sum"] / total_pairs
             metrics["next_sentence_accuracy"] = sums["next_sentence_correct_sum"] / total_pairs

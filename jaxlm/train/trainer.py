@@ -136,9 +136,9 @@ def make_trainer(config: ml_collections.ConfigDict, model_cfg: ModelConfig, mesh
     graphdef, abstract_model_state = nnx.split(nnx.eval_shape(lambda: Transformer(model_cfg, rngs=nnx.Rngs(0))))
     abstract_params = nnx.to_pure_dict(abstract_model_state)
     params_sharding = partition.param_shardings(partition.param_axes(model_cfg), abstract_params, mesh, rules)
-    optimizer, schedule = make_optimizer(config.train, abstract_params)
+    optimizer, schedule = make_optimizer(config.train, abstract_params, loss_scaling=model_cfg.dtype == "float16")
     abstract_state = jax.eval_shape(lambda p: init_state(p, optimizer), abstract_params)
-    state_sharding = partition.state_shardings(optimizer, abstract_state, params_sharding, mesh)
+    state_sharding = partition.state_shardings(abstract_state, params_sharding, mesh)
     rows = partition.batch_sharding(mesh, rules)
     batch_shardings = {
         k: partition.rows_sharding(rows, len(shape)) for k, shape in batch_field_shapes(model_cfg, 1, 1).items()
