@@ -139,6 +139,9 @@ def base_config() -> ml_collections.ConfigDict:  # long: the one table, a line p
     c.log = ml_collections.ConfigDict()
     c.log.every = 25  # Print a progress line every this many steps.
     c.log.spike_sd = 6.0  # Name a logged loss this many running standard deviations above the running mean; 0 = off.
+    c.log.wandb_project = ""  # Also log to this Weights & Biases project ("" = off; the wandb extra). WANDB_MODE=offline: local files only.
+    c.log.wandb_entity = ""  # With log.wandb_project: the W&B user or team owning it; "" = your default entity.
+    c.log.wandb_name = ""  # With log.wandb_project: the W&B run's name; "" = the workdir's folder name.
 
     c.sample = ml_collections.ConfigDict()
     c.sample.prompt = "The "  # Causal: text to continue at the end. MLM: a sentence with words to mask.
@@ -203,6 +206,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _validate_data(config)
     _validate_model(config)
     _validate_training(config)
+    _validate_log(config)
 
 
 def _validate_data(config: ml_collections.ConfigDict) -> None:
@@ -337,6 +341,13 @@ def optimizer_state_kind(config: ml_collections.ConfigDict) -> dict[str, str]:
         "train.ema_decay": "an average of the parameters (> 0)" if t.ema_decay > 0 else "no average (0)",
         "model.dtype": "float16, with loss scaling" if config.model.dtype == "float16" else "no loss scaling",
     }
+
+
+def _validate_log(config: ml_collections.ConfigDict) -> None:
+    """A W&B entity or run name without a project would be ignored: an error instead."""
+    for field in ("log.wandb_entity", "log.wandb_name"):
+        if _get(config, field) and not config.log.wandb_project:
+            _fail(field, _get(config, field), "is read only with log.wandb_project set; set that too, or leave it out")
 
 
 def check_vocab(config: ml_collections.ConfigDict, tokenizer_vocab_size: int) -> None:

@@ -5,6 +5,7 @@
 <workdir>/data_cache/        the tokenized corpus: CORPUS_DIR
 <workdir>/metrics.jsonl      one JSON line per logged step and evaluation
 <workdir>/tensorboard/       the same numbers as TensorBoard events
+<workdir>/wandb/             Weights & Biases' own files, with log.wandb_project (W&B names the folder)
 <workdir>/checkpoints/<step> Orbax checkpoints (or config.checkpoint.directory)
 <workdir>/bad_checkpoints/   checkpoints that failed to restore, set aside
 <workdir>/.lock              held by the run using the workdir

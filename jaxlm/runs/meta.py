@@ -53,6 +53,7 @@ class CheckpointMeta:
     tokenizer: TokenizerRecord | None = None
     mesh: dict | None = None  # the mesh axis sizes it was saved from
     imported_from: str | None = None  # the Hugging Face folder of an import
+    wandb_run_id: str | None = None  # the Weights & Biases run it logged to: a resumed run continues it
 
     def to_json(self) -> dict:
         saved = dataclasses.asdict(self)
@@ -76,6 +77,7 @@ class CheckpointMeta:
             tokenizer=TokenizerRecord.from_json(tokenizer) if tokenizer else None,
             mesh=saved.get("mesh"),
             imported_from=saved.get("imported_from"),
+            wandb_run_id=saved.get("wandb_run_id"),
         )
 
     def config_dict(self) -> dict:

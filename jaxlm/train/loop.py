@@ -44,6 +44,7 @@ from jaxlm.train.signals import StopSignals
 from jaxlm.train.spikes import SpikeDetector
 from jaxlm.train.summary import param_count, start_lines
 from jaxlm.train.trainer import Trainer, make_trainer
+from jaxlm.train.wandb_sink import WandbSettings, require_wandb
 from jaxlm.train.writers import MetricWriter
 
 
@@ -77,6 +78,7 @@ def run(
     lists the fields that differ from it (from jaxlm/config.py's defaults when None).
     """
     config_lib.validate(config)
+    require_wandb(config.log)
     make_workdir(workdir)
     with WorkdirLock(workdir) if _is_main() else contextlib.nullcontext(), StopSignals() as stop:
         return _run(config, workdir, stop, reference)
@@ -257,6 +259,7 @@ class _Loop:
         self.config, self.trainer, self.data, self.checkpointer, self.stop = config, trainer, data, checkpointer, stop
         self.state, self.first_step, self.train_seconds = start.state, start.step, start.train_seconds
         self.last_saved = start.checkpoint  # the newest checkpoint written or restored
+        self.wandb_run_id = start.wandb_run_id  # saved with every checkpoint, even while W&B is off
         self.spikes = SpikeDetector(config.log.spike_sd)  # starts afresh on resume: ten log points to learn
         self.steps = config.train.steps
         self.last_step_now = config.train.stop_at or self.steps  # the last step this invocation runs
@@ -293,12 +296,19 @@ class _Loop:
         train_step = self.trainer.compile_train_step(self.state, first)
         _say(f"compiled train step in {time.perf_counter() - compile_start:.1f} s")
         val_batches = [self._device_batch(b) for b in self.data.host_val_batches(self.process, self.processes)]
+        self.writer = MetricWriter(
+            self.workdir,
+            self.first_step,
+            self.config.to_json_best_effort(indent=2),
+            wandb=WandbSettings.of(self.config.log, self.wandb_run_id),
+        )
+        self.wandb_run_id = self.writer.wandb_run_id or self.wandb_run_id  # process 0's: it writes the checkpoints
+        wandb_run = f"; W&B run {self.wandb_run_id}" if self.config.log.wandb_project else ""
+        _say(f"logs  | {self.writer.path} and TensorBoard events in {self.writer.tensorboard_dir}{wandb_run}")
         # This host's batches, built ahead in a background thread while the devices work.
         batches = self.data.train.iterate(
             self.first_step, self.process, self.processes, prefetch=self.config.data.prefetch
         )
-        self.writer = MetricWriter(self.workdir, self.first_step, self.config.to_json_best_effort(indent=2))
-        _say(f"logs  | {self.writer.path} and TensorBoard events in {self.writer.tensorboard_dir}")
         self.progress = Progress(self.steps, self.first_step, enabled=_is_main())
         self.start_time = self.last_time = time.perf_counter()
         self.last_logged = self.first_step
@@ -424,6 +434,7 @@ class _Loop:
             data_state=self.data.train.state(step),
             tokenizer=self.tokenizer,
             mesh=self.mesh_shape,
+            wandb_run_id=self.wandb_run_id,
         )
         start = time.perf_counter()
         try:

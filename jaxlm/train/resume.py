@@ -33,6 +33,7 @@ class Start:
     step: int  # steps already taken (0: a fresh run)
     train_seconds: float  # training time already spent on those steps
     checkpoint: int | None  # the step of the checkpoint restored from the run's own workdir
+    wandb_run_id: str | None = None  # the W&B run that checkpoint logged to, continued by this one
 
 
 def check_same_model(meta: CheckpointMeta, config: ml_collections.ConfigDict) -> None:
@@ -120,7 +121,13 @@ def start_state(
             f"note  | checkpoint.restore_from={config.checkpoint.restore_from!r} is not used: this workdir has "
             "checkpoints of its own, and the run continues them (give a new --workdir to start from those weights)"
         )
-    return Start(state=state, step=restored.step, train_seconds=meta.train_seconds, checkpoint=restored.step)
+    return Start(
+        state=state,
+        step=restored.step,
+        train_seconds=meta.train_seconds,
+        checkpoint=restored.step,
+        wandb_run_id=meta.wandb_run_id,
+    )
 
 
 def _restore_from(config: ml_collections.ConfigDict, trainer: Trainer, say: Callable[[str], None]) -> TrainState:
