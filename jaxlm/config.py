@@ -118,9 +118,7 @@ def base_config() -> ml_collections.ConfigDict:  # long: the one table, a line p
     c.train.b2 = 0.95  # AdamW/LAMB beta2 (Muon: of its AdamW part).
     c.train.eps = 1e-8  # AdamW/LAMB epsilon.
     c.train.muon_momentum = 0.95  # With optimizer="muon": the momentum of the orthogonalised updates.
-    c.train.weight_decay = (
-        0.1  # Decoupled weight decay (lr x weight_decay x param), on matrices only (not norms, biases, embeddings).
-    )
+    c.train.weight_decay = 0.1  # Decoupled (lr x it x param), on matrices only (not norms, biases, embeddings).
     c.train.decay_embeddings = False  # Also decay the embedding tables (nanoGPT does).
     c.train.clip_norm = 1.0  # Clip gradients to this global norm (0 = off).
     c.train.grad_accum_steps = 1  # Micro-batches per step, accumulated inside the jitted step.
