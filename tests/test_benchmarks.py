@@ -136,3 +136,38 @@ def test_nanogpt_reference_refuses_a_workdir_that_is_not_a_shakespeare_char_run(
     )
     assert result.returncode == 2
     assert f"{tmp_path} is a llama run with a bpe tokenizer; give configs/shakespeare_char.py" in result.stderr
+
+
+TOY = [
+    "--",
+    "--config.model.num_layers=1",
+    "--config.model.width=32",
+    "--config.model.num_heads=2",
+    "--config.data.max_documents=40",
+    "--config.eval.max_batches=1",
+    "--config.sample.num_tokens=4",
+]
+
+
+def test_optimizers_compares_losses_lamb_at_8x_and_float16():
+    out = _run(
+        "optimizers.py",
+        "--part=loss",
+        "--optimizers=adamw,muon",
+        *TOY,
+        "--config.train.steps=4",
+        "--config.train.warmup_steps=1",
+    )
+    assert "| muon |" in out
+    out = _run("optimizers.py", "--part=lamb", "--lamb_steps=64", *TOY)
+    assert "lamb, batch 96: val loss" in out and out.count("\n| ") >= 8
+    out = _run("optimizers.py", "--part=fp16", *TOY, "--config.train.steps=4", "--config.train.warmup_steps=1")
+    assert "float16 / float32 val loss" in out
+
+
+def test_optimizers_reads_the_state_bytes_of_a_pod_recipe():
+    pytest.importorskip("libtpu", reason="python -m jaxlm.aot needs libtpu (pip install -e '.[tpu]')")
+    out = _run(
+        "optimizers.py", "--part=state", "--recipe=gpt2_small", "--topology=v5e-8", "--optimizers=adamw,adafactor"
+    )
+    assert "| adafactor |" in out and "x |" in out

@@ -49,6 +49,7 @@ class Report:
     mesh: dict[str, int]
     remat: str
     dtype: str
+    optimizer: str  # train.optimizer
     attention: str  # model.attention
     kernel_calls: int  # Pallas (Mosaic) kernel calls in the lowered step: splash attention is really in
     batch_size: int
@@ -56,6 +57,7 @@ class Report:
     grad_accum_steps: int
     num_layers: int
     state_bytes: int  # per chip: parameters and optimizer state shards, known before compiling
+    optimizer_bytes: int  # per chip: the optimizer state's share of state_bytes
     memory: Memory | None  # None when the compiler itself ran out of HBM
     compiler_error: str  # the compiler's out-of-memory message, "" when it compiled
     xla_flops: float  # per chip, as XLA's cost analysis counts them (each loop body once)
@@ -114,6 +116,7 @@ def compile_step(config: ml_collections.ConfigDict, topology: Topology, config_n
         mesh=dict(mesh.shape),
         remat=model_cfg.remat,
         dtype=model_cfg.dtype,
+        optimizer=config.train.optimizer,
         attention=trainer.model_cfg.attention,  # the kernel "auto" chose for the slice
         kernel_calls=kernel_calls,
         batch_size=batch_size,
@@ -121,6 +124,7 @@ def compile_step(config: ml_collections.ConfigDict, topology: Topology, config_n
         grad_accum_steps=accum,
         num_layers=model_cfg.num_layers,
         state_bytes=per_device_bytes(trainer.abstract_state, trainer.state_sharding),
+        optimizer_bytes=per_device_bytes(trainer.abstract_state.opt_state, trainer.state_sharding.opt_state),
         memory=memory,
         compiler_error=compiler_error,
         xla_flops=xla_flops,
@@ -145,6 +149,8 @@ def describe(report: Report) -> str:
         + (f" ({report.kernel_calls} Pallas kernel calls)" if report.kernel_calls else ""),
         f"step  | batch {report.batch_size} x {report.seq_len} tokens, {report.grad_accum_steps} "
         f"micro-batch(es), {report.num_layers} layers | compiled in {report.compile_seconds:.1f} s",
+        f"state | per chip: parameters {_gib(report.state_bytes - report.optimizer_bytes)} + {report.optimizer} "
+        f"state {_gib(report.optimizer_bytes)}",
     ]
     if report.memory is None:
         lines.append(
