@@ -14,6 +14,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 
 import ml_collections
 
@@ -32,6 +33,7 @@ __all__ = [
     "load_recipe",
     "model_config",
     "objective",
+    "profile_range",
     "sibling_recipe",
     "validate",
 ]
@@ -130,6 +132,8 @@ def base_config() -> ml_collections.ConfigDict:  # long: the one table, a line p
     c.log = ml_collections.ConfigDict()
     c.log.every = 25  # Print a progress line every this many steps.
     c.log.spike_sd = 6.0  # Name a logged loss this many running standard deviations above the running mean; 0 = off.
+    c.log.profile_steps = ""  # "START:COUNT" ("10:5": steps 10-14): a jax.profiler trace in WORKDIR/profile; "" = off.
+    c.log.profile_all_processes = False  # With log.profile_steps: trace on every process, not only process 0.
 
     c.sample = ml_collections.ConfigDict()
     c.sample.prompt = "The "  # Causal: text to continue at the end. MLM: a sentence with words to mask.
@@ -194,6 +198,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _validate_data(config)
     _validate_model(config)
     _validate_training(config)
+    _validate_profile(config)
 
 
 def _validate_data(config: ml_collections.ConfigDict) -> None:
@@ -312,6 +317,40 @@ def _validate_training(config: ml_collections.ConfigDict) -> None:
             _fail(field, _get(config, field), f"must be >= 0 ({meaning})")
     if not isinstance(config.mesh.cpu_devices, int) or config.mesh.cpu_devices < 0:
         _fail("mesh.cpu_devices", config.mesh.cpu_devices, "must be an integer >= 0 (0 = JAX's default)")
+
+
+_PROFILE_STEPS = re.compile(r"(\d+):(\d+)")
+
+
+def profile_range(profile_steps: str) -> tuple[int, int] | None:
+    """(first, last) step of log.profile_steps "START:COUNT", or None when it is "" or malformed."""
+    found = _PROFILE_STEPS.fullmatch(profile_steps.strip()) if isinstance(profile_steps, str) else None
+    if found is None:
+        return None
+    start, count = int(found.group(1)), int(found.group(2))
+    return start, start + count - 1
+
+
+def _validate_profile(config: ml_collections.ConfigDict) -> None:
+    log, steps = config.log, config.train.steps
+    if log.profile_steps == "":
+        if log.profile_all_processes:
+            _fail("log.profile_all_processes", True, 'traces nothing without log.profile_steps (e.g. "10:5")')
+        return
+    steps_range = profile_range(log.profile_steps)
+    if steps_range is None:
+        _fail(
+            "log.profile_steps",
+            log.profile_steps,
+            'must be "START:COUNT" with whole numbers, e.g. "10:5" (or "" = off)',
+        )
+    first, last = steps_range
+    if first < 1:
+        _fail("log.profile_steps", log.profile_steps, "START must be >= 1 (steps count from 1)")
+    if last < first:
+        _fail("log.profile_steps", log.profile_steps, "COUNT must be >= 1")
+    if last > steps:
+        _fail("log.profile_steps", log.profile_steps, f"steps {first}..{last} run past train.steps={steps}")
 
 
 def check_vocab(config: ml_collections.ConfigDict, tokenizer_vocab_size: int) -> None:

@@ -19,6 +19,7 @@ CATEGORIES = (
     "checkpoints",  # saving, and waiting for asynchronous saves to finish
     "compile",  # compiling the train step
     "startup",  # before the loop: data and tokenizer, model init, restoring a checkpoint
+    "profile",  # starting and writing a jax.profiler trace (log.profile_steps)
     "other",  # logs and metric writers, the rest of the loop's own work
 )
 

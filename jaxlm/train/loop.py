@@ -38,6 +38,7 @@ from jaxlm.train.errors import Preempted, TrainingError
 from jaxlm.train.evaluate import evaluate
 from jaxlm.train.goodput import Clock
 from jaxlm.train.mfu import mfu, peak_flops
+from jaxlm.train.profiling import Profiler
 from jaxlm.train.progress import Progress, eval_line, format_duration
 from jaxlm.train.resume import Start, start_state
 from jaxlm.train.signals import StopSignals
@@ -307,6 +308,7 @@ class _Loop:
         self.writer = MetricWriter(self.workdir, self.first_step, self.config.to_json_best_effort(indent=2))
         _say(f"logs  | {self.writer.path} and TensorBoard events in {self.writer.tensorboard_dir}")
         self.progress = Progress(self.steps, self.first_step, enabled=_is_main())
+        profiler = self._profiler()
         self.start_time = self.last_time = time.perf_counter()
         self.last_logged = self.first_step
         every = self.config  # every.log.every, every.eval.every, every.checkpoint.every
@@ -316,15 +318,18 @@ class _Loop:
         clock.charge("other")
         try:
             for step in range(self.first_step + 1, self.last_step_now + 1):
+                profiler.before_step(step, clock)
                 batch = self._device_batch(next(batches))
                 clock.charge("data")
-                self.state, metrics = train_step(self.state, batch)
+                with profiler.annotate(step):
+                    self.state, metrics = train_step(self.state, batch)
                 in_flight.append(metrics["loss"])
                 if len(in_flight) > RUN_AHEAD:
                     in_flight.popleft().block_until_ready()
                 self._report_pending()  # the previous log point's metrics: ready, since this step is queued
                 if step % every.log.every == 0 or step == self.last_step_now:
                     self.pending = (step, metrics)
+                profiler.after_step(step, self.state, clock)
                 clock.charge("steps")
                 if val_batches and ((every.eval.every and step % every.eval.every == 0) or step == self.last_step_now):
                     self._finish_steps()
@@ -351,9 +356,23 @@ class _Loop:
             self._wait_for_saves()
             self._report_time(self.last_step_now)
         finally:
+            profiler.close()
             self.progress.close()
             self.writer.close()
             batches.close()
+
+    def _profiler(self) -> Profiler:
+        """The trace of log.profile_steps: process 0's, or every process's with log.profile_all_processes."""
+        log = self.config.log
+        return Profiler(
+            config_lib.profile_range(log.profile_steps),
+            os.path.join(self.workdir, layout.PROFILE_DIR),
+            first_step=self.first_step,
+            last_step=self.last_step_now,
+            traced=_is_main() or log.profile_all_processes,
+            session_suffix=f"_process{self.process}" if log.profile_all_processes and self.processes > 1 else "",
+            say=self.progress.write,
+        )
 
     def _finish_steps(self) -> None:
         """Waits for the steps in flight, which an evaluation or a save would wait for anyway, so their device
