@@ -14,6 +14,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 
 import ml_collections
 
@@ -33,6 +34,7 @@ __all__ = [
     "model_config",
     "objective",
     "optimizer_state_kind",
+    "profile_range",
     "sibling_recipe",
     "validate",
 ]
@@ -140,6 +142,8 @@ def base_config() -> ml_collections.ConfigDict:  # long: the one table, a line p
     c.log.wandb_project = ""  # Also log to this Weights & Biases project ("" = off; the wandb extra). WANDB_MODE=offline: local files only.
     c.log.wandb_entity = ""  # With log.wandb_project: the W&B user or team owning it; "" = your default entity.
     c.log.wandb_name = ""  # With log.wandb_project: the W&B run's name; "" = the workdir's folder name.
+    c.log.profile_steps = ""  # "START:COUNT" ("10:5": steps 10-14): a jax.profiler trace in WORKDIR/profile; "" = off.
+    c.log.profile_all_processes = False  # With log.profile_steps: trace on every process, not only process 0.
 
     c.sample = ml_collections.ConfigDict()
     c.sample.prompt = "The "  # Causal: text to continue at the end. MLM: a sentence with words to mask.
@@ -205,6 +209,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _validate_model(config)
     _validate_training(config)
     _validate_log(config)
+    _validate_profile(config)
 
 
 def _validate_data(config: ml_collections.ConfigDict) -> None:
@@ -346,6 +351,40 @@ def _validate_log(config: ml_collections.ConfigDict) -> None:
     for field in ("log.wandb_entity", "log.wandb_name"):
         if _get(config, field) and not config.log.wandb_project:
             _fail(field, _get(config, field), "is read only with log.wandb_project set; set that too, or leave it out")
+
+
+_PROFILE_STEPS = re.compile(r"(\d+):(\d+)")
+
+
+def profile_range(profile_steps: str) -> tuple[int, int] | None:
+    """(first, last) step of log.profile_steps "START:COUNT", or None when it is "" or malformed."""
+    found = _PROFILE_STEPS.fullmatch(profile_steps.strip()) if isinstance(profile_steps, str) else None
+    if found is None:
+        return None
+    start, count = int(found.group(1)), int(found.group(2))
+    return start, start + count - 1
+
+
+def _validate_profile(config: ml_collections.ConfigDict) -> None:
+    log, steps = config.log, config.train.steps
+    if log.profile_steps == "":
+        if log.profile_all_processes:
+            _fail("log.profile_all_processes", True, 'traces nothing without log.profile_steps (e.g. "10:5")')
+        return
+    steps_range = profile_range(log.profile_steps)
+    if steps_range is None:
+        _fail(
+            "log.profile_steps",
+            log.profile_steps,
+            'must be "START:COUNT" with whole numbers, e.g. "10:5" (or "" = off)',
+        )
+    first, last = steps_range
+    if first < 1:
+        _fail("log.profile_steps", log.profile_steps, "START must be >= 1 (steps count from 1)")
+    if last < first:
+        _fail("log.profile_steps", log.profile_steps, "COUNT must be >= 1")
+    if last > steps:
+        _fail("log.profile_steps", log.profile_steps, f"steps {first}..{last} run past train.steps={steps}")
 
 
 def check_vocab(config: ml_collections.ConfigDict, tokenizer_vocab_size: int) -> None:

@@ -6,6 +6,7 @@
 <workdir>/metrics.jsonl      one JSON line per logged step and evaluation
 <workdir>/tensorboard/       the same numbers as TensorBoard events
 <workdir>/wandb/             Weights & Biases' own files, with log.wandb_project (W&B names the folder)
+<workdir>/profile/           jax.profiler traces of log.profile_steps (TensorBoard's profile plugin reads it)
 <workdir>/checkpoints/<step> Orbax checkpoints (or config.checkpoint.directory)
 <workdir>/bad_checkpoints/   checkpoints that failed to restore, set aside
 <workdir>/.lock              held by the run using the workdir
@@ -23,6 +24,7 @@ from jaxlm.data.caches import CORPUS_DIR, TOKENIZER_DIR  # noqa: F401  (part of 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
+PROFILE_DIR = "profile"
 CHECKPOINTS_DIR = "checkpoints"
 BAD_CHECKPOINTS_DIR = "bad_checkpoints"
 LOCK_FILE = ".lock"

@@ -37,7 +37,9 @@ from jaxlm.train import partition
 from jaxlm.train.ema import ema_params
 from jaxlm.train.errors import Preempted, TrainingError
 from jaxlm.train.evaluate import evaluate
+from jaxlm.train.goodput import Clock
 from jaxlm.train.mfu import mfu, peak_flops
+from jaxlm.train.profiling import Profiler
 from jaxlm.train.progress import Progress, eval_line, format_duration
 from jaxlm.train.resume import Start, start_state
 from jaxlm.train.signals import StopSignals
@@ -90,6 +92,7 @@ def _run(
     stop: StopSignals,
     reference: tuple[str, ml_collections.ConfigDict] | None,
 ) -> RunResult:
+    clock = Clock()  # the run's wall time by category, reported when the loop ends
     c = config.checkpoint
     checkpointer = Checkpointer(
         layout.checkpoints_dir(workdir, c.directory), keep=c.keep, keep_every=c.keep_every, async_save=c.async_save
@@ -109,7 +112,7 @@ def _run(
             with open(os.path.join(workdir, layout.CONFIG_FILE), "w") as f:
                 f.write(config.to_json_best_effort(indent=2))
         _print_start(config, trainer, data, workdir, reference)
-        loop = _Loop(config, trainer, data, checkpointer, start, workdir, stop)
+        loop = _Loop(config, trainer, data, checkpointer, start, workdir, stop, clock)
         loop.train()
     finally:
         checkpointer.close()
@@ -255,8 +258,10 @@ class _Loop:
         start: Start,
         workdir: str,
         stop: StopSignals,
+        clock: Clock,
     ):
         self.config, self.trainer, self.data, self.checkpointer, self.stop = config, trainer, data, checkpointer, stop
+        self.clock = clock
         self.state, self.first_step, self.train_seconds = start.state, start.step, start.train_seconds
         self.last_saved = start.checkpoint  # the newest checkpoint written or restored
         self.wandb_run_id = start.wandb_run_id  # saved with every checkpoint, even while W&B is off
@@ -291,10 +296,13 @@ class _Loop:
 
     def train(self) -> None:
         """Runs steps first_step + 1 .. last_step_now; raises Preempted when a signal stopped it early."""
+        clock = self.clock
+        clock.charge("startup")
         compile_start = time.perf_counter()
         first = self._device_batch(self.data.train.host_batch(self.first_step, self.process, self.processes))
         train_step = self.trainer.compile_train_step(self.state, first)
         _say(f"compiled train step in {time.perf_counter() - compile_start:.1f} s")
+        clock.charge("compile")
         val_batches = [self._device_batch(b) for b in self.data.host_val_batches(self.process, self.processes)]
         self.writer = MetricWriter(
             self.workdir,
@@ -305,28 +313,39 @@ class _Loop:
         self.wandb_run_id = self.writer.wandb_run_id or self.wandb_run_id  # process 0's: it writes the checkpoints
         wandb_run = f"; W&B run {self.wandb_run_id}" if self.config.log.wandb_project else ""
         _say(f"logs  | {self.writer.path} and TensorBoard events in {self.writer.tensorboard_dir}{wandb_run}")
+        clock.charge("eval")
         # This host's batches, built ahead in a background thread while the devices work.
         batches = self.data.train.iterate(
             self.first_step, self.process, self.processes, prefetch=self.config.data.prefetch
         )
         self.progress = Progress(self.steps, self.first_step, enabled=_is_main())
+        profiler = self._profiler()
         self.start_time = self.last_time = time.perf_counter()
         self.last_logged = self.first_step
         every = self.config  # every.log.every, every.eval.every, every.checkpoint.every
         # The host may run ahead of the devices by RUN_AHEAD steps, no more: enough to keep them busy, and a
         # stop signal is then acted on within a few steps, not after every step queued since the last log.
         in_flight: collections.deque[jax.Array] = collections.deque()
+        clock.charge("other")
         try:
             for step in range(self.first_step + 1, self.last_step_now + 1):
-                self.state, metrics = train_step(self.state, self._device_batch(next(batches)))
+                profiler.before_step(step, clock)
+                batch = self._device_batch(next(batches))
+                clock.charge("data")
+                with profiler.annotate(step):
+                    self.state, metrics = train_step(self.state, batch)
                 in_flight.append(metrics["loss"])
                 if len(in_flight) > RUN_AHEAD:
                     in_flight.popleft().block_until_ready()
                 self._report_pending()  # the previous log point's metrics: ready, since this step is queued
                 if step % every.log.every == 0 or step == self.last_step_now:
                     self.pending = (step, metrics)
+                profiler.after_step(step, self.state, clock)
+                clock.charge("steps")
                 if val_batches and ((every.eval.every and step % every.eval.every == 0) or step == self.last_step_now):
+                    self._finish_steps()
                     self._evaluate(step, val_batches)
+                    clock.charge("eval")
                 stopping = self.stop.requested(step)
                 if (
                     stopping
@@ -334,19 +353,49 @@ class _Loop:
                     or (every.checkpoint.every and step % every.checkpoint.every == 0)
                 ):
                     self._report_pending()
+                    self._finish_steps()
                     self._save(step)
+                    clock.charge("checkpoints")
                 if stopping and step < self.steps:
                     self._wait_for_saves()
+                    self._report_time(step)
                     raise Preempted(
                         f"stopped by a signal at step {step}/{self.steps} after saving a checkpoint; "
                         "run the same command to continue"
                     )
             self._report_pending()
             self._wait_for_saves()
+            self._report_time(self.last_step_now)
         finally:
+            profiler.close()
             self.progress.close()
             self.writer.close()
             batches.close()
+
+    def _profiler(self) -> Profiler:
+        """The trace of log.profile_steps: process 0's, or every process's with log.profile_all_processes."""
+        log = self.config.log
+        return Profiler(
+            config_lib.profile_range(log.profile_steps),
+            os.path.join(self.workdir, layout.PROFILE_DIR),
+            first_step=self.first_step,
+            last_step=self.last_step_now,
+            traced=_is_main() or log.profile_all_processes,
+            session_suffix=f"_process{self.process}" if log.profile_all_processes and self.processes > 1 else "",
+            say=self.progress.write,
+        )
+
+    def _finish_steps(self) -> None:
+        """Waits for the steps in flight, which an evaluation or a save would wait for anyway, so their device
+        time counts as steps, not as evaluation or checkpointing."""
+        jax.block_until_ready(self.state)
+        self.clock.charge("steps")
+
+    def _report_time(self, step: int) -> None:
+        """The `time |` line and metrics record: where the wall time went, and the share spent in train steps."""
+        self.clock.charge("checkpoints")  # waiting for the last asynchronous saves
+        self.writer.write(self.clock.record(step))
+        self.progress.write(self.clock.line())
 
     def _evaluate(self, step: int, val_batches: list[dict[str, jax.Array]]) -> None:
         self._report_pending()
