@@ -1,12 +1,14 @@
-"""Downstream metrics as GLUE defines them, on host NumPy arrays (no JAX).
+"""Downstream metrics as GLUE and seqeval define them, on host NumPy arrays (no JAX).
 
 Classification metrics take predicted and gold class ids of equal length (padding already dropped:
 `drop_ignored`); the correlations take floats. Each equals its reference to float64 rounding: accuracy,
 F1 and Matthews as scikit-learn's `accuracy_score`, `f1_score`, `matthews_corrcoef`; Pearson and Spearman
-as scipy's `pearsonr`, `spearmanr`.
+as scipy's `pearsonr`, `spearmanr`; entity F1 as seqeval's default (conlleval) mode.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -107,3 +109,60 @@ def spearman(x: ArrayLike, y: ArrayLike) -> float:
     if np.isnan(a).any() or np.isnan(b).any():  # ranks would hide a nan
         return float("nan")
     return pearson(_average_ranks(a), _average_ranks(b))
+
+
+# Entity-level F1, seqeval's default mode (conlleval's chunking). Chunks follow from consecutive (prefix, type)
+# pairs alone, so IOB1, IOB2, IOE and IOBES tags all read correctly, and a stray I or E opens an entity.
+def _split_tag(tag: str) -> tuple[str, str]:
+    # seqeval's parse: the first character is the prefix, the type follows the first "-" ("_" when none).
+    if not tag:
+        raise ValueError("an empty tag: expected O or a tag such as B-PER")
+    return tag[0], tag[1:].split("-", maxsplit=1)[-1] or "_"
+
+
+def entities(tags: Sequence[str]) -> list[tuple[str, int, int]]:
+    """(type, first, last) of each entity in one sentence's tags: `["B-PER", "I-PER", "O"]` -> `[("PER", 0, 1)]`."""
+    found = []
+    prev, prev_type, start = "O", "_", 0
+    for i, tag in enumerate([*tags, "O"]):  # the trailing O closes an entity open at the end
+        now, type_ = _split_tag(tag)
+        retyped = prev_type != type_
+        # Prefixes are one character, so `in "ES"` is membership; "." is exempt from the type rule (conlleval).
+        closes = prev in "ES" or (prev in "BI" and now in "BSO") or (prev not in "O." and retyped)
+        opens = now in "BS" or (prev in "ESO" and now in "IE") or (now not in "O." and retyped)
+        if closes:
+            found.append((prev_type, start, i - 1))
+        if opens:
+            start = i
+        prev, prev_type = now, type_
+    return found
+
+
+def entity_f1(predicted_tags: Sequence[Sequence[str]], gold_tags: Sequence[Sequence[str]]) -> dict[str, float]:
+    """Micro precision, recall and F1 over entities (seqeval's default): one counts when type, start and end match."""
+    if len(predicted_tags) != len(gold_tags):
+        raise ValueError(f"{len(predicted_tags)} predicted sentences for {len(gold_tags)} gold ones")
+    predicted, gold = set(), set()
+    for n, (p, g) in enumerate(zip(predicted_tags, gold_tags)):
+        if len(p) != len(g):
+            raise ValueError(f"sentence {n}: {len(p)} predicted tags for {len(g)} gold tags")
+        predicted.update((n, *e) for e in entities(p))
+        gold.update((n, *e) for e in entities(g))
+    tp = len(predicted & gold)
+    precision = tp / len(predicted) if predicted else 0.0  # seqeval's zero_division: 0
+    recall = tp / len(gold) if gold else 0.0
+    f = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f}
+
+
+def tags_from_ids(
+    predictions: ArrayLike, labels: ArrayLike, label_names: Sequence[str], ignore_index: int = IGNORE_INDEX
+) -> tuple[list[list[str]], list[list[str]]]:
+    """Per-sentence predicted and gold tag names from `[batch, length]` ids, ignored positions left out."""
+    p, y = np.asarray(predictions), np.asarray(labels)
+    if p.shape != y.shape or p.ndim != 2:
+        raise ValueError(f"predictions of shape {p.shape} for labels of shape {y.shape}; both [batch, length]")
+    keep = y != ignore_index
+    predicted = [[label_names[i] for i in row[k]] for row, k in zip(p, keep)]
+    gold = [[label_names[i] for i in row[k]] for row, k in zip(y, keep)]
+    return predicted, gold

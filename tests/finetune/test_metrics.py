@@ -1,4 +1,4 @@
-"""The downstream metrics equal their references: scikit-learn and scipy."""
+"""The downstream metrics equal their references: scikit-learn, scipy, seqeval (or seqeval's numbers recorded)."""
 
 import math
 import os
@@ -111,3 +111,98 @@ def test_constant_or_nan_input_correlates_to_nan_as_scipy():
         assert math.isnan(fn(x, constant))
         assert math.isnan(fn(constant, x))
         assert math.isnan(fn(x, [1.0, float("nan"), 3.0]))
+
+
+def test_drop_ignored_and_tags_from_ids_leave_out_minus_100():
+    labels = np.array([[-100, 1, -100, 2, -100], [-100, 0, 0, -100, -100]])
+    predictions = np.array([[7, 1, 7, 1, 7], [7, 0, 2, 7, 7]])
+    p, y = metrics.drop_ignored(predictions, labels)
+    np.testing.assert_array_equal(p, [1, 1, 0, 2])
+    np.testing.assert_array_equal(y, [1, 2, 0, 0])
+    assert metrics.accuracy(p, y) == 0.5
+    names = ["O", "B-PER", "I-PER"]
+    assert metrics.tags_from_ids(predictions, labels, names) == (
+        [["B-PER", "B-PER"], ["O", "I-PER"]],
+        [["B-PER", "I-PER"], ["O", "O"]],
+    )
+
+
+# Entity F1: chunks as seqeval's default mode reads them, one case per tagging scheme.
+@pytest.mark.parametrize(
+    "tags, want",
+    [
+        (["B-PER", "I-PER", "O", "B-LOC"], [("PER", 0, 1), ("LOC", 3, 3)]),  # seqeval's docstring example
+        (["I-PER", "I-PER", "B-PER", "I-LOC"], [("PER", 0, 1), ("PER", 2, 2), ("LOC", 3, 3)]),  # IOB1
+        (["O", "I-MISC", "I-MISC", "O"], [("MISC", 1, 2)]),  # an I after O opens an entity (conlleval)
+        (["B-PER", "B-PER", "I-PER"], [("PER", 0, 0), ("PER", 1, 2)]),  # IOB2: B splits
+        (["I-PER", "E-PER", "E-PER", "O", "I-LOC"], [("PER", 0, 1), ("PER", 2, 2), ("LOC", 4, 4)]),  # IOE
+        (["S-LOC", "B-PER", "I-PER", "E-PER", "S-PER"], [("LOC", 0, 0), ("PER", 1, 3), ("PER", 4, 4)]),  # IOBES
+        (["B-PER", "I-LOC", "I-LOC"], [("PER", 0, 0), ("LOC", 1, 2)]),  # a type change ends and opens
+        (["B-ORG-X", "I-ORG-X"], [("ORG-X", 0, 1)]),  # the type is everything after the first dash
+        (["O", "O"], []),
+        ([], []),
+    ],
+)
+def test_entities_follow_seqeval_chunking(tags, want):
+    assert metrics.entities(tags) == want
+
+
+def test_entity_f1_on_seqeval_readme_example():
+    gold = [["O", "O", "O", "B-MISC", "I-MISC", "I-MISC", "O"], ["B-PER", "I-PER", "O"]]
+    predicted = [["O", "O", "B-MISC", "I-MISC", "I-MISC", "I-MISC", "O"], ["B-PER", "I-PER", "O"]]
+    assert metrics.entity_f1(predicted, gold) == {"precision": 0.5, "recall": 0.5, "f1": 0.5}
+
+
+def test_entity_f1_by_hand():
+    # Gold: PER(0,1), LOC(3,3) | ORG(0,0). Predicted: PER(0,1) right, LOC(3,3) typed MISC, ORG(0,0) right,
+    # an extra PER(2,2) in sentence 2. Entities never span sentences: "I-ORG" opening sentence 2 is its own.
+    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O", "O"]]
+    predicted = [["B-PER", "I-PER", "O", "B-MISC"], ["I-ORG", "O", "B-PER"]]
+    scores = metrics.entity_f1(predicted, gold)
+    assert scores["precision"] == pytest.approx(2 / 4)
+    assert scores["recall"] == pytest.approx(2 / 3)
+    assert scores["f1"] == pytest.approx(2 * (1 / 2) * (2 / 3) / (1 / 2 + 2 / 3))
+    assert metrics.entity_f1([["O"]], [["O"]]) == {"precision": 0.0, "recall": 0.0, "f1": 0.0}  # seqeval: 0
+    with pytest.raises(ValueError, match="sentence 0: 2 predicted tags for 1 gold"):
+        metrics.entity_f1([["O", "O"]], [["O"]])
+
+
+_TAGS = ["O", "O", "O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC", "I-MISC"]
+
+
+def _random_tags(seed: int) -> tuple[list[list[str]], list[list[str]]]:
+    """Predicted and gold tags over mixed schemes; predictions keep each gold tag with probability 0.7."""
+    rng = np.random.default_rng(seed)
+    gold, predicted = [], []
+    for _ in range(50):
+        ids = rng.integers(0, len(_TAGS), int(rng.integers(1, 15)))
+        noisy = np.where(rng.random(ids.size) < 0.7, ids, rng.integers(0, len(_TAGS), ids.size))
+        gold.append([_TAGS[i] for i in ids])
+        predicted.append([_TAGS[i] for i in noisy])
+    return predicted, gold
+
+
+# seqeval 1.2.2's precision, recall and f1 on _random_tags(seed), recorded: seqeval's sdist does not build in an
+# isolated pip install, so it is not in the test extra; with seqeval installed the test compares live as well.
+_SEQEVAL_RECORDED = {
+    0: (0.7108433734939759, 0.6579925650557621, 0.6833976833976834),
+    1: (0.7448559670781894, 0.724, 0.7342799188640975),
+    2: (0.7408906882591093, 0.7261904761904762, 0.7334669338677355),
+    3: (0.7407407407407407, 0.7258064516129032, 0.7331975560081466),
+    4: (0.7087719298245614, 0.7137809187279152, 0.7112676056338028),
+}
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_entity_f1_equals_seqeval(seed):
+    predicted, gold = _random_tags(seed)
+    scores = metrics.entity_f1(predicted, gold)
+    want = dict(zip(["precision", "recall", "f1"], _SEQEVAL_RECORDED[seed]))
+    assert scores == pytest.approx(want, rel=1e-12)
+    try:
+        import seqeval.metrics
+    except ImportError:
+        return
+    assert scores["precision"] == pytest.approx(seqeval.metrics.precision_score(gold, predicted), rel=1e-12)
+    assert scores["recall"] == pytest.approx(seqeval.metrics.recall_score(gold, predicted), rel=1e-12)
+    assert scores["f1"] == pytest.approx(seqeval.metrics.f1_score(gold, predicted), rel=1e-12)
