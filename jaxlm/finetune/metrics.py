@@ -1,4 +1,4 @@
-"""Downstream metrics as GLUE and seqeval define them, on host NumPy arrays (no JAX).
+"""Downstream metrics as GLUE and seqeval define them, on host NumPy arrays (no JAX), and GLUE's submission TSV.
 
 Classification metrics take predicted and gold class ids of equal length (padding already dropped:
 `drop_ignored`); the correlations take floats. Each equals its reference to float64 rounding: accuracy,
@@ -8,7 +8,7 @@ as scipy's `pearsonr`, `spearmanr`; entity F1 as seqeval's default (conlleval) m
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -166,3 +166,124 @@ def tags_from_ids(
     predicted = [[label_names[i] for i in row[k]] for row, k in zip(p, keep)]
     gold = [[label_names[i] for i in row[k]] for row, k in zip(y, keep)]
     return predicted, gold
+
+
+METRICS: dict[str, Callable[[ArrayLike, ArrayLike], float]] = {
+    "accuracy": accuracy,
+    "f1": f1,
+    "macro_f1": macro_f1,
+    "matthews": matthews,
+    "pearson": pearson,
+    "spearman": spearman,
+}
+
+# What the GLUE leaderboard reports per task, in its order ("F1 / Accuracy" for MRPC and QQP).
+GLUE_METRICS: dict[str, tuple[str, ...]] = {
+    "cola": ("matthews",),
+    "sst2": ("accuracy",),
+    "mrpc": ("f1", "accuracy"),
+    "qqp": ("f1", "accuracy"),
+    "stsb": ("pearson", "spearman"),
+    "mnli": ("accuracy",),
+    "mnli_matched": ("accuracy",),
+    "mnli_mismatched": ("accuracy",),
+    "qnli": ("accuracy",),
+    "rte": ("accuracy",),
+    "wnli": ("accuracy",),
+}
+
+
+def _glue_task(task: str, table: dict) -> str:
+    if task not in table:
+        raise ValueError(f"unknown GLUE task {task!r}; known: {', '.join(table)}")
+    return task
+
+
+def task_metrics(task: str, predictions: ArrayLike, labels: ArrayLike) -> dict[str, float]:
+    """The metrics GLUE reports for `task`, from class ids (scores for stsb): e.g. mrpc -> f1, accuracy."""
+    return {name: METRICS[name](predictions, labels) for name in GLUE_METRICS[_glue_task(task, GLUE_METRICS)]}
+
+
+def glue_score(task: str, metrics: dict[str, float]) -> float:
+    """The task's one GLUE score: the unweighted mean of its reported metrics (as the leaderboard averages)."""
+    return float(np.mean([metrics[name] for name in GLUE_METRICS[_glue_task(task, GLUE_METRICS)]]))
+
+
+# GLUE's submission files, one per task (`ax`, the diagnostic set, is predicted with the MNLI classifier).
+GLUE_SUBMISSION_FILES: dict[str, str] = {
+    "cola": "CoLA.tsv",
+    "sst2": "SST-2.tsv",
+    "mrpc": "MRPC.tsv",
+    "qqp": "QQP.tsv",
+    "stsb": "STS-B.tsv",
+    "mnli": "MNLI-m.tsv",  # TFDS glue/mnli's test_matched split
+    "mnli_matched": "MNLI-m.tsv",
+    "mnli_mismatched": "MNLI-mm.tsv",
+    "qnli": "QNLI.tsv",
+    "rte": "RTE.tsv",
+    "wnli": "WNLI.tsv",
+    "ax": "AX.tsv",
+}
+
+_NLI = ("entailment", "neutral", "contradiction")
+# The labels GLUE's grader reads (its tasks' original files): 0/1 for the binary tasks, words for the NLI ones.
+# TFDS (and Hugging Face datasets) name the binary classes instead, in the order of 0 and 1: those names
+# translate to the digits.
+_GLUE_LABELS: dict[str, tuple[str, ...]] = {
+    "cola": ("unacceptable", "acceptable"),
+    "sst2": ("negative", "positive"),
+    "mrpc": ("not_equivalent", "equivalent"),
+    "qqp": ("not_duplicate", "duplicate"),
+    "wnli": ("not_entailment", "entailment"),
+    "mnli": _NLI,
+    "mnli_matched": _NLI,
+    "mnli_mismatched": _NLI,
+    "ax": _NLI,
+    "qnli": ("entailment", "not_entailment"),
+    "rte": ("entailment", "not_entailment"),
+}
+_DIGIT_TASKS = frozenset({"cola", "sst2", "mrpc", "qqp", "wnli"})
+
+
+def _glue_label(task: str, name: str) -> str:
+    """`name` as GLUE's grader spells it for `task`."""
+    names = _GLUE_LABELS[task]
+    if task in _DIGIT_TASKS:
+        if name in ("0", "1"):
+            return name
+        if name.lower() in names:
+            return str(names.index(name.lower()))
+        raise ValueError(f"label {name!r} is not a GLUE label for {task}: 0, 1 (or {', '.join(names)})")
+    if name.lower() not in names:
+        raise ValueError(f"label {name!r} is not a GLUE label for {task}: {', '.join(names)}")
+    return name.lower()
+
+
+def glue_submission_tsv(
+    task: str,
+    predictions: ArrayLike,
+    label_names: Sequence[str] | None = None,
+    indices: ArrayLike | None = None,
+) -> str:
+    """GLUE's submission file for `task`: a header `index<TAB>prediction`, then one row per test example.
+
+    predictions: class ids into `label_names` (the run's label set), or scores for stsb (written to 3 decimals).
+    indices: each prediction's row in GLUE's test file (TFDS's `idx`: TFDS reads examples out of order);
+    default 0, 1, ... Rows come out sorted by index.
+    """
+    _glue_task(task, GLUE_SUBMISSION_FILES)
+    p = np.asarray(predictions).reshape(-1)
+    idx = np.arange(p.size) if indices is None else np.asarray(indices).reshape(-1)
+    if idx.shape != p.shape:
+        raise ValueError(f"{idx.size} indices for {p.size} predictions")
+    if np.unique(idx).size != idx.size:
+        raise ValueError("repeated indices: each test example needs exactly one prediction")
+    if task == "stsb":
+        cells = [f"{float(v):.3f}" for v in p]
+    else:
+        if label_names is None:
+            raise ValueError(f"{task} needs label_names to spell its predictions")
+        spelled = [_glue_label(task, name) for name in label_names]
+        cells = [spelled[int(i)] for i in p]
+    rows = [f"{int(idx[k])}\t{cells[k]}" for k in np.argsort(idx, kind="stable")]
+    return "\n".join(["index\tprediction", *rows]) + "\n"

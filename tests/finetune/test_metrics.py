@@ -1,5 +1,7 @@
 """The downstream metrics equal their references: scikit-learn, scipy, seqeval (or seqeval's numbers recorded)."""
 
+import csv
+import io
 import math
 import os
 import subprocess
@@ -206,3 +208,53 @@ def test_entity_f1_equals_seqeval(seed):
     assert scores["precision"] == pytest.approx(seqeval.metrics.precision_score(gold, predicted), rel=1e-12)
     assert scores["recall"] == pytest.approx(seqeval.metrics.recall_score(gold, predicted), rel=1e-12)
     assert scores["f1"] == pytest.approx(seqeval.metrics.f1_score(gold, predicted), rel=1e-12)
+
+
+def test_glue_metrics_per_task():
+    p, y = _classes(0, 2)
+    assert metrics.task_metrics("mrpc", p, y) == {"f1": metrics.f1(p, y), "accuracy": metrics.accuracy(p, y)}
+    assert metrics.task_metrics("cola", p, y) == {"matthews": metrics.matthews(p, y)}
+    assert list(metrics.task_metrics("stsb", [0.1, 2.0, 4.5], [0.0, 2.5, 5.0])) == ["pearson", "spearman"]
+    assert set(metrics.GLUE_METRICS) == {
+        "cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "mnli_matched", "mnli_mismatched", "qnli", "rte", "wnli",
+    }  # fmt: skip
+    for task in ("sst2", "mnli", "mnli_matched", "mnli_mismatched", "qnli", "rte", "wnli"):
+        assert metrics.GLUE_METRICS[task] == ("accuracy",)
+    assert metrics.glue_score("mrpc", {"f1": 0.9, "accuracy": 0.8}) == pytest.approx(0.85)
+    with pytest.raises(ValueError, match="unknown GLUE task 'mprc'"):
+        metrics.task_metrics("mprc", p, y)
+
+
+def _read_tsv(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text), delimiter="\t"))
+
+
+def test_glue_submission_tsv_spells_labels_as_glue_does():
+    # TFDS's names for CoLA's classes become GLUE's 0/1; rows are sorted by the test file's index.
+    text = metrics.glue_submission_tsv("cola", [1, 0, 1], ["unacceptable", "acceptable"], indices=[2, 0, 1])
+    assert text == "index\tprediction\n0\t0\n1\t1\n2\t1\n"
+    assert metrics.glue_submission_tsv("sst2", [0, 1], ["0", "1"]) == "index\tprediction\n0\t0\n1\t1\n"
+    assert metrics.glue_submission_tsv("wnli", [0, 1], ["not_entailment", "entailment"]).endswith("0\t0\n1\t1\n")
+    rows = _read_tsv(
+        metrics.glue_submission_tsv("mnli_mismatched", [2, 0, 1], ["entailment", "neutral", "contradiction"])
+    )
+    assert rows == [
+        {"index": "0", "prediction": "contradiction"},
+        {"index": "1", "prediction": "entailment"},
+        {"index": "2", "prediction": "neutral"},
+    ]
+    rows = _read_tsv(metrics.glue_submission_tsv("rte", [1, 0], ["Entailment", "Not_Entailment"]))
+    assert [r["prediction"] for r in rows] == ["not_entailment", "entailment"]
+    assert metrics.glue_submission_tsv("stsb", [3.14159, 0.5]) == "index\tprediction\n0\t3.142\n1\t0.500\n"
+    assert set(metrics.GLUE_SUBMISSION_FILES) >= set(metrics.GLUE_METRICS)
+
+
+def test_glue_submission_tsv_refuses_what_glue_cannot_read():
+    with pytest.raises(ValueError, match="'positive' is not a GLUE label for rte"):
+        metrics.glue_submission_tsv("rte", [0], ["positive", "negative"])
+    with pytest.raises(ValueError, match="needs label_names"):
+        metrics.glue_submission_tsv("qnli", [0])
+    with pytest.raises(ValueError, match="repeated indices"):
+        metrics.glue_submission_tsv("sst2", [0, 1], ["0", "1"], indices=[4, 4])
+    with pytest.raises(ValueError, match="unknown GLUE task"):
+        metrics.glue_submission_tsv("squad", [0], ["0"])
