@@ -1,4 +1,8 @@
-"""A whole Hugging Face directory out of (ModelConfig, params, tokenizer), and back into jaxlm."""
+"""A whole Hugging Face directory out of (ModelConfig, params, tokenizer), and back into jaxlm.
+
+A classifier (ModelConfig.num_labels > 0) goes out as *ForSequenceClassification or *ForTokenClassification
+with its label names in config.json, and comes back the same way (`hf_labels` reads the names).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import dataclasses
 import json
 import logging
 import os
+from collections.abc import Sequence
 
 import jax
 import numpy as np
@@ -62,23 +67,32 @@ def to_hf(
     *,
     tokenizer: Tokenizer | None = None,
     max_shard_bytes: int = safetensors_io.DEFAULT_MAX_SHARD_BYTES,
+    labels: Sequence[str] | None = None,
 ) -> list[str]:
     """Writes an HF model folder (config, weights, generation config, tokenizer); returns the file names.
 
-    The files are written beside `out_dir` and moved into it only when all are written.
+    A classifier's `labels` name its outputs in order (config.json's id2label/label2id; None: HF's
+    LABEL_0, ...). The files are written beside `out_dir` and moved into it only when all are written.
     """
     family = hf_config.family_of_config(cfg)
     _check_shapes(cfg, params)
+    hf = hf_config.to_hf_config(cfg, family, labels)  # refuses wrong labels before anything is written
     with staging.staged_folder(out_dir, replaces=safetensors_io.is_weights_file) as folder:
-        return _write_folder(cfg, family, params, folder, tokenizer, max_shard_bytes)
+        return _write_folder(cfg, family, hf, params, folder, tokenizer, max_shard_bytes)
 
 
 def _write_folder(
-    cfg: ModelConfig, family: str, params: dict, out_dir: str, tokenizer: Tokenizer | None, max_shard_bytes: int
+    cfg: ModelConfig,
+    family: str,
+    hf: dict,
+    params: dict,
+    out_dir: str,
+    tokenizer: Tokenizer | None,
+    max_shard_bytes: int,
 ) -> list[str]:
-    _write_json(os.path.join(out_dir, "config.json"), hf_config.to_hf_config(cfg, family))
+    _write_json(os.path.join(out_dir, "config.json"), hf)
     written = ["config.json"]
-    generation = hf_config.generation_config(family)
+    generation = hf_config.generation_config(cfg, family)
     if generation is not None:
         _write_json(os.path.join(out_dir, "generation_config.json"), generation)
         written.append("generation_config.json")
@@ -91,16 +105,26 @@ def _write_folder(
     return written
 
 
-def from_hf(hf_dir: str, *, seed: int = 0) -> tuple[ModelConfig, dict]:
-    """(ModelConfig, float32 params) of an HF directory holding one of hf_config.IMPORTABLE.
-
-    Parameters jaxlm has and the file lacks (BertModel has no MLM head) are initialised from `seed`.
-    """
+def _read_config(hf_dir: str) -> dict:
     config_path = os.path.join(hf_dir, "config.json")
     if not os.path.exists(config_path):
         raise ExportError(f"{hf_dir}: no config.json; give a directory written by save_pretrained")
     with open(config_path) as f:
-        cfg, family, tied = hf_config.from_hf_config(json.load(f))
+        return json.load(f)
+
+
+def hf_labels(hf_dir: str) -> tuple[str, ...]:
+    """The label names of the HF classifier in `hf_dir`, in output order; () for a language model."""
+    return hf_config.labels_of(_read_config(hf_dir))
+
+
+def from_hf(hf_dir: str, *, seed: int = 0) -> tuple[ModelConfig, dict]:
+    """(ModelConfig, float32 params) of an HF directory holding one of hf_config.IMPORTABLE.
+
+    A classifier comes back as one (num_labels, labels_per; `hf_labels` gives the names). Parameters
+    jaxlm has and the file lacks (BertModel has no MLM head) are initialised from `seed`.
+    """
+    cfg, family, tied = hf_config.from_hf_config(_read_config(hf_dir))
     tensors = safetensors_io.read(hf_dir)
     mapping.resolve_tied_output(family, tensors, tied)
     params, taken_fresh = mapping.params_from_hf(

@@ -1,10 +1,14 @@
-"""Our ModelConfig against Hugging Face's config.json, for the three classes we export and import.
+"""Our ModelConfig against Hugging Face's config.json, for the classes we export and import: each family's
+language model and its sequence and token classifiers (with their label names).
 
 Only what a family's HF class can express round-trips; anything else in an HF config (another RoPE
 scaling, biases LLaMA does not have, a different activation) is refused with the field's name.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
 
 from jaxlm.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from jaxlm.export.errors import ExportError
@@ -14,17 +18,57 @@ ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "bert":
 # A bert trained with next-sentence prediction keeps both heads, as Google's BERT checkpoints do;
 # AutoModelForMaskedLM still loads it (and notes the next-sentence weights it leaves unused).
 NEXT_SENTENCE_ARCHITECTURE = "BertForPreTraining"
+# A classifier's class, by what it labels (ModelConfig.labels_per) and family.
+CLASSIFIER_ARCHITECTURES = {
+    "sequence": {
+        "gpt2": "GPT2ForSequenceClassification",
+        "llama": "LlamaForSequenceClassification",
+        "bert": "BertForSequenceClassification",
+    },
+    "token": {
+        "gpt2": "GPT2ForTokenClassification",
+        "llama": "LlamaForTokenClassification",
+        "bert": "BertForTokenClassification",
+    },
+}
 # Classes we import, and the family each is: the ones we export, and BERT's bare encoder.
 IMPORTABLE = {
     **{arch: family for family, arch in ARCHITECTURES.items()},
     "BertModel": "bert",
     NEXT_SENTENCE_ARCHITECTURE: "bert",
+    **{arch: family for by_family in CLASSIFIER_ARCHITECTURES.values() for family, arch in by_family.items()},
 }
 
 
 def architecture(cfg: ModelConfig, family: str) -> str:
     """The HF class that holds every head of `cfg`."""
+    if cfg.num_labels:
+        return CLASSIFIER_ARCHITECTURES[cfg.labels_per][family]
     return NEXT_SENTENCE_ARCHITECTURE if cfg.next_sentence_head else ARCHITECTURES[family]
+
+
+def default_labels(num_labels: int) -> tuple[str, ...]:
+    """HF's names for unnamed labels: LABEL_0, LABEL_1, ..."""
+    return tuple(f"LABEL_{i}" for i in range(num_labels))
+
+
+def _classifier_fields(cfg: ModelConfig, labels: Sequence[str] | None) -> dict:
+    """config.json's label names and head dropout for a classifier; nothing for a language model."""
+    if not cfg.num_labels:
+        if labels:
+            raise ExportError(f"{len(labels)} label names given, but the model has no classification head")
+        return {}
+    labels = tuple(labels) if labels is not None else default_labels(cfg.num_labels)
+    if len(labels) != cfg.num_labels or len(set(labels)) != len(labels):
+        raise ExportError(
+            f"label names {list(labels)}: the classifier has {cfg.num_labels} outputs and needs as many "
+            "distinct names, in output order"
+        )
+    return dict(
+        id2label={str(i): name for i, name in enumerate(labels)},
+        label2id={name: i for i, name in enumerate(labels)},
+        classifier_dropout=cfg.head_dropout,
+    )
 
 
 # Our activation names against HF's (GPT-2's "gelu_new" is the tanh approximation).
@@ -32,14 +76,19 @@ _ACTIVATION_TO_HF = {"gelu_tanh": "gelu_new", "gelu": "gelu", "silu": "silu"}
 _ACTIVATION_FROM_HF = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "silu": "silu"}
 
 
-def to_hf_config(cfg: ModelConfig, family: str) -> dict:
-    """The config.json of `cfg` as the family's HF class reads it (float32 weights)."""
+def to_hf_config(cfg: ModelConfig, family: str, labels: Sequence[str] | None = None) -> dict:
+    """The config.json of `cfg` as the family's HF class reads it (float32 weights).
+
+    A classifier's carries its `labels` (names in output order; None: HF's LABEL_0, ...). pad_token_id is
+    how HF's causal sequence classifiers find each row's last real token.
+    """
     common = dict(
         architectures=[architecture(cfg, family)],
         model_type=family,
         vocab_size=cfg.vocab_size,
         pad_token_id=PAD_ID,
         dtype="float32",
+        **_classifier_fields(cfg, labels),
     )
     if family == "gpt2":
         return dict(
@@ -98,9 +147,10 @@ def to_hf_config(cfg: ModelConfig, family: str) -> dict:
     )
 
 
-def generation_config(family: str) -> dict | None:
-    """generation_config.json for the causal families (None for bert, which does not generate)."""
-    if family == "bert":
+def generation_config(cfg: ModelConfig, family: str) -> dict | None:
+    """generation_config.json for the causal language models (None for bert and classifiers, which do not
+    generate)."""
+    if family == "bert" or cfg.num_labels:
         return None
     return {"bos_token_id": BOS_ID, "eos_token_id": EOS_ID, "pad_token_id": PAD_ID}
 
@@ -131,8 +181,40 @@ def _activation(hf: dict, field: str, default: str) -> str:
     return _ACTIVATION_FROM_HF[name]
 
 
+def labels_of(hf: dict) -> tuple[str, ...]:
+    """A classifier config.json's label names in output order (HF's LABEL_i where it names none); () for
+    a language model."""
+    num_labels = _num_labels(hf)
+    names = {int(i): name for i, name in (hf.get("id2label") or {}).items()}
+    return tuple(names.get(i, default) for i, default in enumerate(default_labels(num_labels)))
+
+
+def _labels_per(hf: dict) -> str | None:
+    """What the config's classifier labels ("sequence" or "token"), or None for a language model."""
+    for labels_per, by_family in CLASSIFIER_ARCHITECTURES.items():
+        if set(hf.get("architectures") or []) & set(by_family.values()):
+            return labels_per
+    return None
+
+
+def _num_labels(hf: dict) -> int:
+    if _labels_per(hf) is None:
+        return 0
+    # save_pretrained writes id2label; num_labels alone is what a hand-written config may give. HF's default is 2.
+    return len(hf["id2label"]) if hf.get("id2label") else int(hf.get("num_labels", 2))
+
+
 def from_hf_config(hf: dict) -> tuple[ModelConfig, str, bool]:
     """(our ModelConfig, the family, whether the checkpoint ties LLaMA's output to its embedding)."""
+    cfg, family, tied = _language_model_config(hf)
+    labels_per = _labels_per(hf)
+    if labels_per is None:
+        return cfg, family, tied
+    # A classifier has no output matrix to tie; dropouts are the trainer's choice, as for the blocks.
+    return dataclasses.replace(cfg, num_labels=_num_labels(hf), labels_per=labels_per), family, False
+
+
+def _language_model_config(hf: dict) -> tuple[ModelConfig, str, bool]:
     family = family_of(hf)
     if family == "gpt2":
         _require(hf, "scale_attn_by_inverse_layer_idx", (False,), "jaxlm scales attention by 1/sqrt(K) only")
@@ -215,7 +297,7 @@ def family_of_config(cfg: ModelConfig) -> str:
                 raise ExportError("type_vocab_size=0: HF's BertForMaskedLM needs token-type embeddings")
             if family != "llama" and cfg.num_kv_heads != cfg.num_heads:
                 raise ExportError(
-                    f"num_kv_heads={cfg.num_kv_heads}: HF's {ARCHITECTURES[family]} has no "
+                    f"num_kv_heads={cfg.num_kv_heads}: HF's {architecture(cfg, family)} has no "
                     f"grouped-query attention; it needs num_kv_heads = num_heads = {cfg.num_heads}"
                 )
             return family

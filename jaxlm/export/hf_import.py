@@ -31,7 +31,7 @@ _SIZE_FIELDS = tuple(
     if field not in ("model.family", "model.biases", "data.next_sentence")
 )
 # ModelConfig fields a run config chooses freely (they change training or the kernel, not the function computed).
-_TRAINING_ONLY = ("dropout", "dtype", "remat", "init_std", "scaled_residual_init", "attention")
+_TRAINING_ONLY = ("dropout", "classifier_dropout", "dtype", "remat", "init_std", "scaled_residual_init", "attention")
 
 
 def run_config(cfg: ModelConfig, family: str) -> ml_collections.ConfigDict:

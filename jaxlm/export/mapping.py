@@ -117,10 +117,36 @@ NEXT_SENTENCE_RULES = (
 
 RULES = {"gpt2": GPT2_RULES, "llama": LLAMA_RULES, "bert": BERT_RULES}
 
+# Classification heads (jaxlm.model.classifier) against *ForSequenceClassification / *ForTokenClassification.
+# HF's causal sequence classifiers call theirs `score` and give it no bias; LLaMA's token classifier is
+# `score` too, with a bias.
+CLASSIFIER_RULES = {
+    ("bert", "sequence"): (
+        _r("bert.pooler.dense.weight", "sequence_head/pooler/kernel", layout=LINEAR),
+        _r("bert.pooler.dense.bias", "sequence_head/pooler/bias", layout=VECTOR),
+        _r("classifier.weight", "sequence_head/classifier/kernel", layout=LINEAR),
+        _r("classifier.bias", "sequence_head/classifier/bias", layout=VECTOR),
+    ),
+    ("gpt2", "sequence"): (_r("score.weight", "sequence_head/classifier/kernel", layout=LINEAR),),
+    ("llama", "sequence"): (_r("score.weight", "sequence_head/classifier/kernel", layout=LINEAR),),
+    **{
+        (family, "token"): (
+            _r(f"{name}.weight", "token_head/classifier/kernel", layout=LINEAR),
+            _r(f"{name}.bias", "token_head/classifier/bias", layout=VECTOR),
+        )
+        for family, name in (("bert", "classifier"), ("gpt2", "classifier"), ("llama", "score"))
+    },
+}
+
 
 def rules_for(family: str, tree: dict) -> tuple[Rule, ...]:
-    """The family's rules, with the next-sentence head's when `tree` (params or shapes) has one."""
-    return RULES[family] + (NEXT_SENTENCE_RULES if "next_sentence_head" in tree else ())
+    """The rules of the parts `tree` (params or shapes) has: the family's encoder and LM heads (a classifier
+    has none), the next-sentence head, a classification head."""
+    rules = tuple(rule for rule in RULES[family] if rule.ours[0].split("/")[0] in tree)
+    rules += NEXT_SENTENCE_RULES if "next_sentence_head" in tree else ()
+    for labels_per in ("sequence", "token"):
+        rules += CLASSIFIER_RULES[family, labels_per] if f"{labels_per}_head" in tree else ()
+    return rules
 
 
 # The prefix a family's bare encoder/decoder (GPT2Model, LlamaModel, BertModel) leaves off its names.

@@ -23,6 +23,7 @@ FAMILIES = tuple(FAMILY_ARCHITECTURES)
 DTYPES = ("float32", "bfloat16", "float16")  # compute dtypes; parameters are always float32
 REMAT = ("none", "full", "dots")  # transformer.REMAT_POLICIES implements all but "none"
 ATTENTION_KERNELS = ("xla", "cudnn", "splash")  # attention.Attention dispatches on these
+LABELS_PER = ("sequence", "token")  # what a classification head labels: each row, or each position
 _ARCHITECTURE_FIELDS = (
     "norm",
     "norm_position",
@@ -61,6 +62,11 @@ class ModelConfig:
     use_bias: bool = True  # biases in the blocks' dense layers and LayerNorms (heads keep theirs)
     type_vocab_size: int = 0  # BERT's token-type (segment A/B) embeddings; 0 = none
     next_sentence_head: bool = False  # BERT's pooler (first token, dense, tanh) and 2-way IsNext/NotNext head
+    # > 0: a classification head with this many outputs (1 = regression) replaces the LM heads: the model
+    # gives label logits [B, C] (labels_per="sequence") or [B, L, C] (labels_per="token"); classifier.py.
+    num_labels: int = 0
+    labels_per: str = "sequence"  # "sequence" (one label per row) | "token" (one label per position)
+    classifier_dropout: float | None = None  # dropout before the classifier; None = `dropout` (as HF's BERT)
     norm_eps: float = 1e-5
     rope_theta: float = 10000.0
     init_std: float = 0.02
@@ -79,6 +85,11 @@ class ModelConfig:
     @property
     def head_dim(self) -> int:  # K
         return self.width // self.num_heads
+
+    @property
+    def head_dropout(self) -> float:
+        """Dropout rate before a classification head's last dense layer."""
+        return self.dropout if self.classifier_dropout is None else self.classifier_dropout
 
     @property
     def residual_init_std(self) -> float:

@@ -41,7 +41,12 @@ def block_matmul_params(cfg: ModelConfig) -> int:
 
 
 def head_matmul_params(cfg: ModelConfig) -> int:
-    """Matmul weights after the blocks: the output projection D x V (and BERT's D x D transform)."""
+    """Matmul weights after the blocks: the output projection D x V (and BERT's D x D transform).
+
+    A token classifier's is D x C; a sequence classifier's works on one position a row, which is left out.
+    """
+    if cfg.num_labels:
+        return cfg.width * cfg.num_labels if cfg.labels_per == "token" else 0
     transform = cfg.width * cfg.width if cfg.head == "mlm" else 0
     return transform + cfg.width * cfg.vocab_size
 

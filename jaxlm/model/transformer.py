@@ -1,9 +1,10 @@
 """The Transformer: embeddings, a scanned stack of blocks, the final norm and the output head.
 
 One story from token ids to logits for all three families (see config.FAMILY_ARCHITECTURES).
-`decode` runs the causal families a few tokens at a time against a key/value cache.
+`decode` runs the causal families a few tokens at a time against a key/value cache. With
+`cfg.num_labels > 0` a classification head (classifier.py) replaces the LM heads.
 Shape letters: B batch, L length, D width, V vocab, N layers, M cache slots, G key/value heads,
-K head dim.
+K head dim, C labels.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from flax import nnx
 
 from jaxlm.model.attention import decode_mask, visibility
 from jaxlm.model.block import Block
+from jaxlm.model.classifier import SequenceHead, TokenHead
 from jaxlm.model.config import REMAT, ModelConfig
 from jaxlm.model.embeddings import Embed, rope_tables
 from jaxlm.model.layers import ACTIVATIONS, Dense, dropout, make_norm, param
@@ -112,10 +114,12 @@ class NextSentenceHead(nnx.Module):
 
 
 class Transformer(nnx.Module):
-    """Token ids [B, L] -> logits [B, L, V]; causal or bidirectional, packed-segment aware."""
+    """Token ids [B, L] -> logits [B, L, V] (or label logits); causal or bidirectional, packed-segment aware."""
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        assert not (cfg.num_labels and cfg.next_sentence_head), "a classifier has no next-sentence head"
         self.cfg = cfg
+        lm = cfg.num_labels == 0
         embed = dict(std=cfg.init_std, dtype=cfg.dtype, rngs=rngs)
         self.token_embed = Embed(cfg.vocab_size, cfg.width, axis="vocab", **embed)
         self.position_embed = (
@@ -141,11 +145,13 @@ class Transformer(nnx.Module):
                 dtype=cfg.dtype,
                 rngs=rngs,
             )
-            if cfg.head == "lm" and not cfg.tied_embeddings
+            if lm and cfg.head == "lm" and not cfg.tied_embeddings
             else None
         )
-        self.mlm_head = MlmHead(cfg, rngs=rngs) if cfg.head == "mlm" else None
+        self.mlm_head = MlmHead(cfg, rngs=rngs) if lm and cfg.head == "mlm" else None
         self.next_sentence_head = NextSentenceHead(cfg, rngs=rngs) if cfg.next_sentence_head else None
+        self.sequence_head = SequenceHead(cfg, rngs=rngs) if not lm and cfg.labels_per == "sequence" else None
+        self.token_head = TokenHead(cfg, rngs=rngs) if not lm and cfg.labels_per == "token" else None
 
     def encode(
         self,
@@ -193,9 +199,15 @@ class Transformer(nnx.Module):
         token_types_BxL: jax.Array | None = None,
         dropout_key: jax.Array | None = None,
     ) -> jax.Array:
-        """Logits [B, L, V] in the compute dtype."""
-        x_BxLxD = self.encode(inputs_BxL, positions_BxL, segment_ids_BxL, token_types_BxL, dropout_key)
-        return self._head(x_BxLxD)
+        """Logits [B, L, V] in the compute dtype; a classifier's are [B, C] (one sequence a row) or [B, L, C]."""
+        if self.cfg.num_labels == 0:
+            x_BxLxD = self.encode(inputs_BxL, positions_BxL, segment_ids_BxL, token_types_BxL, dropout_key)
+            return self._head(x_BxLxD)
+        encoder_key, head_key = jax.random.split(dropout_key) if dropout_key is not None else (None, None)
+        x_BxLxD = self.encode(inputs_BxL, positions_BxL, segment_ids_BxL, token_types_BxL, encoder_key)
+        if self.sequence_head is not None:
+            return self.sequence_head(x_BxLxD, segment_ids_BxL, head_key)
+        return self.token_head(x_BxLxD, head_key)
 
     def with_next_sentence(
         self,
@@ -263,6 +275,7 @@ class Transformer(nnx.Module):
         XLA:CPU (2x slower; benchmarks/RESULTS.md). Compile time then grows with depth.
         """
         assert self.cfg.causal, "decoding with a cache needs a causal model"
+        assert self.cfg.num_labels == 0, "decoding needs the language-model head, not a classifier"
         segment_BxM = jax.lax.dynamic_update_slice_in_dim(cache.segment_BxM, segment_ids_BxL, start, axis=1)
         mask_Bx1xLxM = decode_mask(segment_BxM, segment_ids_BxL, start)
         rope = self._rope(positions_BxL)

@@ -30,6 +30,7 @@ DEFAULT_RULES: dict[str, MeshAxes] = {
     "positions": (),
     "types": (),
     "classes": (),  # the 2 labels of BERT's next-sentence classifier
+    "labels": (),  # the num_labels outputs of a classification head
     "length": (),
 }
 
