@@ -30,6 +30,7 @@ __all__ = [
     "config_from_json",
     "data_arguments",
     "flatten",
+    "labels",
     "load_recipe",
     "model_config",
     "objective",
@@ -59,7 +60,10 @@ PARAMETER_FIELDS = (
     "model.vocab_size",
     "model.biases",
     "data.next_sentence",
+    "finetune.task",
+    "finetune.labels",
 )
+TASKS = ("", "classify")
 
 
 def base_config() -> ml_collections.ConfigDict:  # long: the one table, a line per field
@@ -71,6 +75,7 @@ def base_config() -> ml_collections.ConfigDict:  # long: the one table, a line p
     c.data.source = "builtin"  # "builtin" (CPython's docs, offline), "text" or "jsonl" (files at data.path), "tfds".
     c.data.path = ""  # With source="text" or "jsonl": a file or glob (`~` and `**` work) of UTF-8 files.
     c.data.document = "file"  # With source="text": a document is a "file", a "line" or a blank-line "paragraph".
+    c.data.label_field = "label"  # With finetune.task="classify": the JSONL field holding each text's label.
     c.data.text_field = "text"  # With source="jsonl" or "tfds": the field (TFDS: string feature) holding the text.
     c.data.tfds_name = ""  # With source="tfds": the dataset, e.g. "lm1b", "c4/en", "wikipedia/20230601.en".
     c.data.tfds_split = "train"  # With source="tfds": the split to train on (slices work: "train[:90%]").
@@ -158,6 +163,11 @@ def base_config() -> ml_collections.ConfigDict:  # long: the one table, a line p
     c.mesh.cpu_devices = 0  # CPU runs: split the host into this many JAX devices for the mesh (0 = JAX's default: 1).
     c.mesh.rules = ""  # Overrides of the logical->mesh axis rules, e.g. "vocab=,embed=fsdp+data".
 
+    c.finetune = ml_collections.ConfigDict()
+    c.finetune.task = ""  # "" = pretrain with the family's objective; "classify" = label each JSONL text (data.text_field -> data.label_field).
+    c.finetune.init_from = ""  # With task="classify": a jaxlm run whose encoder (model section and tokenizer too) starts the classifier; "" = from scratch.
+    c.finetune.labels = ""  # With "classify": label names in head order, "a,b,c"; "" = the training labels, sorted.
+
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.directory = ""  # Where checkpoints go; "" = <workdir>/checkpoints. May be gs://bucket/path.
     c.checkpoint.every = 200  # Save every this many steps, at the end and on SIGTERM/SIGINT (0 = end only).
@@ -208,6 +218,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _validate_data(config)
     _validate_model(config)
     _validate_training(config)
+    _validate_finetune(config)
     _validate_log(config)
     _validate_profile(config)
 
@@ -335,6 +346,37 @@ def _validate_training(config: ml_collections.ConfigDict) -> None:
         _fail("mesh.cpu_devices", config.mesh.cpu_devices, "must be an integer >= 0 (0 = JAX's default)")
 
 
+def _validate_finetune(config: ml_collections.ConfigDict) -> None:
+    f = config.finetune
+    _choice(config, "finetune.task", TASKS)
+    if not f.task:
+        for field in ("finetune.init_from", "finetune.labels"):
+            if _get(config, field):
+                _fail(
+                    field,
+                    _get(config, field),
+                    'is read only with finetune.task="classify"; set that too, or leave it out',
+                )
+        return
+    if config.data.source != "jsonl":
+        _fail(
+            "data.source", config.data.source, 'finetune.task="classify" reads labelled JSONL: set data.source="jsonl"'
+        )
+    if config.data.next_sentence:
+        _fail("data.next_sentence", True, "is a pretraining objective; a classifier has no next-sentence head")
+    if config.train.cross_entropy != "plain":
+        _fail(
+            "train.cross_entropy",
+            config.train.cross_entropy,
+            'a classifier has a few outputs, not a vocabulary: use "plain"',
+        )
+    if config.checkpoint.restore_from:
+        _fail("checkpoint.restore_from", config.checkpoint.restore_from, "a classifier starts from finetune.init_from")
+    names = [name.strip() for name in f.labels.split(",")] if f.labels else []
+    if names and (len(names) < 2 or len(set(names)) != len(names) or not all(names)):
+        _fail("finetune.labels", f.labels, "must name two or more distinct labels, comma-separated")
+
+
 def optimizer_state_kind(config: ml_collections.ConfigDict) -> dict[str, str]:
     """The fields that decide the optimizer state's structure, as a run would describe them: a checkpoint's
     optimizer state restores only into a run that agrees on all (the learning rate or the betas may change)."""
@@ -398,8 +440,16 @@ def check_vocab(config: ml_collections.ConfigDict, tokenizer_vocab_size: int) ->
 
 
 def objective(config: ml_collections.ConfigDict) -> str:
-    """The training objective the model family implies: "mlm" for bert, "causal" otherwise."""
+    """What the run trains: "classify" for a fine-tuning classifier, else the family's objective: "mlm" for bert,
+    "causal" otherwise."""
+    if config.finetune.task:
+        return config.finetune.task
     return "mlm" if config.model.family == "bert" else "causal"
+
+
+def labels(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The classifier's label names, in head order (empty for pretraining, or before the data fills them in)."""
+    return tuple(name for name in config.finetune.labels.split(",") if name) if config.finetune.task else ()
 
 
 def data_arguments(config: ml_collections.ConfigDict) -> dict:
@@ -432,6 +482,7 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> ModelCon
         attention=m.attention,
         scan_unroll=m.scan_unroll,
         next_sentence_head=bool(config.data.next_sentence),
+        num_labels=len(labels(config)),
     )
     if m.biases == "none":  # nanoGPT's bias=False
         resolved = dataclasses.replace(resolved, use_bias=False)

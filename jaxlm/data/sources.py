@@ -176,7 +176,9 @@ class JsonlSource(_FileSource):
         super().__init__(pattern, field, "jsonl", text_field=text_field)
         self.text_field = text_field
 
-    def _file_documents(self, path: str) -> Iterator[str]:
+    def records(self, path: str) -> Iterator[tuple[int, object]]:
+        """(line number, JSON value) of each non-blank line of one file; a line that is not JSON is a DataError
+        naming the file and line."""
         for number, line in self._lines(path):
             if not line.strip():
                 continue
@@ -186,6 +188,10 @@ class JsonlSource(_FileSource):
                 raise DataError(
                     f"{path}:{number}: not valid JSON ({e}); each line of a JSONL file must be one JSON object"
                 ) from e
+            yield number, record
+
+    def _file_documents(self, path: str) -> Iterator[str]:
+        for number, record in self.records(path):
             text = record.get(self.text_field) if isinstance(record, dict) else None
             if not isinstance(text, str):
                 keys = ", ".join(map(repr, record)) if isinstance(record, dict) else type(record).__name__

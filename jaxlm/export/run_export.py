@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from jaxlm import config as config_lib
 from jaxlm.export import convert, hf_config, safetensors_io
 from jaxlm.export.errors import ExportError
 from jaxlm.runs.reader import open_run
@@ -23,7 +24,10 @@ def export_run(
             f"{path}: the checkpoint carries no tokenizer and its workdir has none; export needs "
             "the tokenizer the model was trained with"
         )
-    files = convert.to_hf(run.model_cfg, run.params, out, tokenizer=run.tokenizer, max_shard_bytes=max_shard_bytes)
+    labels = config_lib.labels(run.config) or None  # a classifier's label names, for id2label
+    files = convert.to_hf(
+        run.model_cfg, run.params, out, tokenizer=run.tokenizer, max_shard_bytes=max_shard_bytes, labels=labels
+    )
     family = hf_config.family_of_config(run.model_cfg)
     which = " (the average of its parameters)" if params == "ema" else ""
     return (

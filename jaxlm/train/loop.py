@@ -20,9 +20,12 @@ import ml_collections
 import numpy as np
 
 from jaxlm import config as config_lib
+from jaxlm.data.caches import TOKENIZER_DIR
 from jaxlm.data.pipeline import Data, build_data
+from jaxlm.data.select import train_source
 from jaxlm.data.tokenizer import Tokenizer
-from jaxlm.data.tokenizer_cache import tokenizer_from_bytes
+from jaxlm.data.tokenizer_cache import build_tokenizer, tokenizer_from_bytes
+from jaxlm.finetune.classification_data import build_classification_data, training_labels
 from jaxlm.generate.decode import inference_graphdef, sample
 from jaxlm.generate.fill_mask import demo_lines
 from jaxlm.model.config import ModelConfig
@@ -102,6 +105,8 @@ def _run(
         if newest is not None and newest.step >= (config.train.stop_at or config.train.steps):
             _say(_nothing_to_do(config, newest.step, workdir))
             return RunResult(float("nan"), None, None, "", 0.0, newest.step)
+        if config.finetune.task:
+            _take_the_pretrained_model(config, newest)
         data = _load_data(config, workdir, newest)
         config_lib.check_vocab(config, data.tokenizer.vocab_size)
         trainer = make_trainer(
@@ -117,7 +122,7 @@ def _run(
     finally:
         checkpointer.close()
     text = ""
-    if jax.process_count() == 1:  # sampling reads every parameter on one host
+    if jax.process_count() == 1 and not config.finetune.task:  # sampling reads every parameter on one host
         text = _demo(config, trainer.model_cfg, loop.state.params, data.tokenizer)
         _say("sample |\n" + text)
     elapsed = time.perf_counter() - loop.start_time
@@ -153,15 +158,18 @@ def _load_data(config: ml_collections.ConfigDict, workdir: str, newest: Checkpoi
     differs from it. Process 0 builds (and caches) the tokenizer first; the other processes then read it."""
     tokenizer = None
     carried, whose = newest, f"the checkpoint of step {newest.step}" if newest is not None else ""
-    if newest is None and config.checkpoint.restore_from:
-        carried = _restore_from_meta(config.checkpoint.restore_from)
-        whose = f"checkpoint.restore_from's step {carried.step}" if carried is not None else ""
+    source_field, source = _source_run(config)
+    if newest is None and source:
+        carried = _restore_from_meta(source)
+        whose = f"{source_field}'s step {carried.step}" if carried is not None else ""
     if carried is not None and carried.tokenizer is not None and not config.data.tokenizer.path:
         tokenizer = tokenizer_from_bytes(carried.tokenizer.file, carried.tokenizer.content, f"the tokenizer of {whose}")
         if carried is not newest:
             _say(f"tokenizer | the one {whose} was trained with ({carried.tokenizer.file})")
 
     def build() -> Data:
+        if config.finetune.task:
+            return _classification_data(config, workdir, tokenizer)
         return build_data(
             config.data, **config_lib.data_arguments(config), tokenizer=tokenizer, cache_dir=layout.data_cache(workdir)
         )
@@ -178,12 +186,70 @@ def _load_data(config: ml_collections.ConfigDict, workdir: str, newest: Checkpoi
         ours = TokenizerRecord.of(data.tokenizer)
         if ours.sha256 != carried.tokenizer.sha256:
             raise CheckpointError(
-                f"checkpoint.restore_from={config.checkpoint.restore_from!r}: its step {carried.step} was trained "
+                f"{source_field}={source!r}: its step {carried.step} was trained "
                 f"with another tokenizer than data.tokenizer.path={config.data.tokenizer.path!r} (sha256 "
                 f"{carried.tokenizer.sha256[:12]} there, {ours.sha256[:12]} here), so the same ids would mean other "
                 "text; leave data.tokenizer.path out to use the checkpoint's own"
             )
     return data
+
+
+def _source_run(config: ml_collections.ConfigDict) -> tuple[str, str]:
+    """(field, path) of the other run a new run starts from (its weights and tokenizer), or ("", "")."""
+    for field in ("checkpoint.restore_from", "finetune.init_from"):
+        section, name = field.split(".")
+        if config[section][name]:
+            return field, config[section][name]
+    return "", ""
+
+
+def _take_the_pretrained_model(config: ml_collections.ConfigDict, newest: CheckpointMeta | None) -> None:
+    """A classifier's model section is its pretrained encoder's (from finetune.init_from), and its labels the
+    training data's when finetune.labels is empty; both are written into `config`, so config.json and the
+    checkpoints say what was trained."""
+    if config.finetune.init_from and newest is None:
+        meta = _restore_from_meta(config.finetune.init_from)
+        if meta is None:
+            raise CheckpointError(
+                f"finetune.init_from={config.finetune.init_from!r}: no readable checkpoint there; give the "
+                "--workdir of a jaxlm pretraining run (or an import made with python -m jaxlm.export --from_hf)"
+            )
+        pretrained = config_lib.config_from_json(meta.config_json)
+        if pretrained.finetune.task:
+            raise CheckpointError(
+                f"finetune.init_from={config.finetune.init_from!r}: step {meta.step} is already a classifier; "
+                "start from the pretraining run it came from"
+            )
+        for field in config_lib.PARAMETER_FIELDS:
+            section, name = field.split(".")
+            if section == "model":
+                config.model[name] = pretrained.model[name]
+        _say(
+            f"init  | the {pretrained.model.family} encoder of {config.finetune.init_from} step {meta.step} "
+            f"({pretrained.model.num_layers} layers, width {pretrained.model.width}); its model section replaces "
+            "this config's"
+        )
+    if not config.finetune.labels:
+        config.finetune.labels = ",".join(training_labels(config.data))
+
+
+def _classification_data(config: ml_collections.ConfigDict, workdir: str, tokenizer: Tokenizer | None) -> Data:
+    """A classifier's labelled texts, with the pretrained run's tokenizer (or one trained on the texts)."""
+    if tokenizer is None:
+        tokenizer = build_tokenizer(
+            config.data.tokenizer,
+            train_source(config.data),
+            max_documents=config.data.max_documents,
+            cache_dir=os.path.join(cache, TOKENIZER_DIR) if (cache := layout.data_cache(workdir)) else None,
+        )
+    return build_classification_data(
+        config.data,
+        labels=config_lib.labels(config),
+        tokenizer=tokenizer,
+        bert=config.model.family == "bert",
+        seed=config.seed,
+        max_val_batches=config.eval.max_batches,
+    )
 
 
 def _restore_from_meta(source: str) -> CheckpointMeta | None:

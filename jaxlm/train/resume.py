@@ -17,9 +17,11 @@ import numpy as np
 
 from jaxlm import config as config_lib
 from jaxlm.data.pipeline import Data
+from jaxlm.model.classifier import classifier_params
 from jaxlm.runs.checkpoint import Checkpointer, CheckpointError, reading_step
 from jaxlm.runs.layout import find_checkpoints
 from jaxlm.runs.meta import CheckpointMeta
+from jaxlm.runs.reader import open_run
 from jaxlm.train.progress import format_duration
 from jaxlm.train.step import TrainState
 from jaxlm.train.trainer import Trainer, with_shardings
@@ -90,9 +92,12 @@ def start_state(
         report=say,
     )
     if restored is None:
-        state = (
-            _restore_from(config, trainer, say) if config.checkpoint.restore_from else trainer.init_state(config.seed)
-        )
+        if config.checkpoint.restore_from:
+            state = _restore_from(config, trainer, say)
+        elif config.finetune.init_from:
+            state = _init_from(config, trainer, say)
+        else:
+            state = trainer.init_state(config.seed)
         return Start(state=state, step=0, train_seconds=0.0, checkpoint=None)
     meta = restored.meta
     check_same_model(meta, config)
@@ -128,6 +133,22 @@ def start_state(
         checkpoint=restored.step,
         wandb_run_id=meta.wandb_run_id,
     )
+
+
+def _init_from(config: ml_collections.ConfigDict, trainer: Trainer, say: Callable[[str], None]) -> TrainState:
+    """A classifier's first state: the pretrained run's encoder weights, BERT's pooler from its next-sentence
+    head when it has one, the rest of the head drawn from config.seed; a fresh optimizer."""
+    source = config.finetune.init_from
+    run = open_run(source)
+    _, params = classifier_params(run.model_cfg, run.params, trainer.model_cfg.num_labels, seed=config.seed)
+    wanted = jax.tree.map(lambda x: x.shape, trainer.abstract_params)
+    if jax.tree.map(lambda x: np.shape(x), params) != wanted:
+        raise CheckpointError(
+            f"finetune.init_from={source!r}: its parameters do not make this run's classifier; the model fields "
+            "must be the pretrained run's"
+        )
+    say(f"start | encoder from {source} step {run.step}; classifier head ({trainer.model_cfg.num_labels} labels) fresh")
+    return trainer.state_from_params(jax.device_put(params, trainer.params_sharding))
 
 
 def _restore_from(config: ml_collections.ConfigDict, trainer: Trainer, say: Callable[[str], None]) -> TrainState:

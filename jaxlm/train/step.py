@@ -20,7 +20,8 @@ SUM_KEYS = ("loss_sum", "correct_sum", "weight_sum", "z_squared_sum")  # what we
 PAIR_SUM_KEYS = ("next_sentence_loss_sum", "next_sentence_correct_sum", "next_sentence_weight_sum")
 
 # inputs, targets, weights, positions, segment_ids: each [B, L]; sentence-pair batches (BERT's
-# next-sentence prediction) add token_types [B, L] and next_sentence [B], the IsNext/NotNext label.
+# next-sentence prediction) add token_types [B, L] and next_sentence [B], the IsNext/NotNext label. A sequence
+# classifier's batch has the same fields, its label in targets[:, 0] and its weight in weights[:, 0].
 Batch = dict[str, jax.Array]
 LossFn = Callable[[jax.Array, jax.Array, jax.Array], dict[str, jax.Array]]
 
@@ -53,8 +54,10 @@ def _forward(
 ) -> dict[str, jax.Array]:
     model = nnx.merge(graphdef, params)
     if "next_sentence" not in batch:
-        logits_BxLxV = model(batch["inputs"], batch["positions"], batch["segment_ids"], dropout_key=dropout_key)
-        return loss_fn(logits_BxLxV, batch["targets"], batch["weights"])
+        logits = model(batch["inputs"], batch["positions"], batch["segment_ids"], dropout_key=dropout_key)
+        if logits.ndim == 2:  # a sequence classifier's [B, C]: its label and weight ride in column 0
+            return loss_fn(logits[:, None, :], batch["targets"][:, :1], batch["weights"][:, :1])
+        return loss_fn(logits, batch["targets"], batch["weights"])
     logits_BxLxV, pair_logits_Bx2 = model.with_next_sentence(
         batch["inputs"], batch["positions"], batch["segment_ids"], batch["token_types"], dropout_key
     )
