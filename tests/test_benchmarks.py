@@ -171,3 +171,19 @@ def test_optimizers_reads_the_state_bytes_of_a_pod_recipe():
         "optimizers.py", "--part=state", "--recipe=gpt2_small", "--topology=v5e-8", "--optimizers=adamw,adafactor"
     )
     assert "| adafactor |" in out and "x |" in out
+
+
+def test_finetune_compares_pretrained_scratch_and_tfidf():
+    if not os.path.isdir(os.path.join(os.path.dirname(ROOT), "shared", "data", "fortunes")):
+        pytest.skip("../shared/data/fortunes is absent")
+    pytest.importorskip("sklearn")
+    out = _run(
+        "finetune.py",
+        "--pretrain_steps=4",
+        "--",
+        "--config.train.steps=4",
+        "--config.train.warmup_steps=1",
+        "--config.eval.max_batches=1",
+        "--config.eval.every=0",
+    )
+    assert "from scratch: the same model and tokenizer" in out and "TF-IDF char 2-5-grams" in out
