@@ -90,7 +90,9 @@ def base_config() -> ml_collections.ConfigDict:  # long: the one table, a line p
     c.data.next_sentence = False  # bert only: BERT's sentence pairs + next-sentence prediction (off, as RoBERTa).
     c.data.prefetch = 2  # Batches each host prepares ahead in a background thread (0 = none).
     c.data.tokenizer = ml_collections.ConfigDict()
-    c.data.tokenizer.kind = "sentencepiece"  # "sentencepiece" (trained or loaded) or "char" (one token per character).
+    c.data.tokenizer.kind = (
+        "sentencepiece"  # "sentencepiece" (trained/loaded), "char" (per character), "hf" (tokenizer.json, classify).
+    )
     c.data.tokenizer.path = ""  # A sentencepiece .model to load; empty = train one and cache it in the workdir.
     c.data.tokenizer.model_type = "bpe"  # Sentencepiece algorithm when training: "bpe", "unigram" or "char".
     c.data.tokenizer.vocab_size = 2048  # Sentencepiece vocabulary size when training (specials included).
@@ -247,6 +249,13 @@ def _validate_data(config: ml_collections.ConfigDict) -> None:
     if d.tokenizer.kind == "sentencepiece" and not d.tokenizer.path:
         _positive(config, "data.tokenizer.vocab_size", "data.tokenizer.max_sentences")
     _check_fields_of_source(config)
+    if d.tokenizer.kind == "hf" and not config.finetune.task:
+        # Packing and masking still assume jaxlm's special ids 0..4; a classifier's rows do not.
+        _fail(
+            "data.tokenizer.kind",
+            "hf",
+            'is for finetune.task="classify" so far; pretraining needs sentencepiece or char',
+        )
 
 
 # Data fields that only one kind of source reads: set with another source they would be ignored.

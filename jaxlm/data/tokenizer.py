@@ -4,6 +4,7 @@ Every kind puts pad, unk, bos, eos and mask at ids 0..4, so packing, masking and
 ask which tokenizer they were given; BERT's [CLS] and [SEP] are bos and eos (<s> and </s>, as in
 RoBERTa). The kinds: `char_tokenizer.CharTokenizer` (one id per character) and
 `sentencepiece_tokenizer.SentencePieceTokenizer`; `tokenizer_cache.build_tokenizer` picks one for a run.
+The exception is `hf_tokenizer.HFTokenizer`, a Hugging Face tokenizer.json with its own special ids.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from jaxlm.data.errors import DataError
 PAD_ID, UNK_ID, BOS_ID, EOS_ID, MASK_ID = range(5)
 SPECIAL_PIECES = ("<pad>", "<unk>", "<s>", "</s>", "<mask>")
 
-TOKENIZER_KINDS = ("sentencepiece", "char")  # config.data.tokenizer.kind
+TOKENIZER_KINDS = ("sentencepiece", "char", "hf")  # config.data.tokenizer.kind
 MODEL_TYPES = ("bpe", "unigram", "char")  # sentencepiece's algorithms (config.data.tokenizer.model_type)
 
 

@@ -17,6 +17,7 @@ import ml_collections
 
 from jaxlm.data.char_tokenizer import CharTokenizer
 from jaxlm.data.errors import DataError
+from jaxlm.data.hf_tokenizer import HFTokenizer
 from jaxlm.data.sentencepiece_tokenizer import SentencePieceTokenizer
 from jaxlm.data.sources import Source
 from jaxlm.data.tokenizer import TOKENIZER_KINDS, Tokenizer
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 # Bump when training options change, so caches made by older code are retrained.
 _CACHE_VERSION = 2
 _SETTINGS_FILE = "settings.json"
-KINDS = {"sentencepiece": SentencePieceTokenizer, "char": CharTokenizer}
+KINDS = {"sentencepiece": SentencePieceTokenizer, "char": CharTokenizer, "hf": HFTokenizer}
 assert tuple(KINDS) == TOKENIZER_KINDS
 
 
@@ -58,6 +59,8 @@ def tokenizer_from_bytes(file_name: str, content: bytes, origin: str) -> Tokeniz
     """A tokenizer from the bytes `Tokenizer.serialized` gave, saved as `file_name`; `origin` names their source."""
     if file_name == CharTokenizer.FILENAME:
         return CharTokenizer.from_bytes(content, origin)
+    if file_name == HFTokenizer.FILENAME:
+        return HFTokenizer.from_bytes(content, origin)
     return SentencePieceTokenizer.from_bytes(content, origin, origin=origin)
 
 
@@ -77,6 +80,10 @@ def build_tokenizer(
     kind = KINDS[spec.kind]
     if spec.path:
         return kind.load(spec.path)
+    if spec.kind == "hf":
+        raise DataError(
+            'config.data.tokenizer.kind="hf" loads a Hugging Face tokenizer.json: set data.tokenizer.path to it'
+        )
 
     settings = {"version": _CACHE_VERSION, "kind": spec.kind, "source": source.identity, "max_documents": max_documents}
     if spec.kind == "sentencepiece":

@@ -15,6 +15,7 @@ import ml_collections
 
 from jaxlm import config as config_lib
 from jaxlm.data.errors import DataError
+from jaxlm.data.hf_tokenizer import HFTokenizer
 from jaxlm.data.sentencepiece_tokenizer import SentencePieceTokenizer
 from jaxlm.export import convert, hf_config
 from jaxlm.export.errors import ExportError
@@ -28,7 +29,7 @@ from jaxlm.runs.meta import CheckpointMeta, TokenizerRecord
 _SIZE_FIELDS = tuple(
     field.split(".")[1]
     for field in config_lib.PARAMETER_FIELDS
-    if field not in ("model.family", "model.biases", "data.next_sentence")
+    if field.startswith("model.") and field not in ("model.family", "model.biases")
 )
 # ModelConfig fields a run config chooses freely (they change training or the kernel, not the function computed).
 _TRAINING_ONLY = ("dropout", "classifier_dropout", "dtype", "remat", "init_std", "scaled_residual_init", "attention")
@@ -67,16 +68,9 @@ def import_hf(hf_dir: str, out: str) -> str:
     model_cfg, params = convert.from_hf(hf_dir)
     family = hf_config.family_of_config(model_cfg)
     config = run_config(model_cfg, family)
-    tokenizer = None
-    try:  # a jaxlm export carries its sentencepiece model; continuing needs the same ids
-        tokenizer = SentencePieceTokenizer.load(os.path.join(hf_dir, SentencePieceTokenizer.FILENAME))
-    except DataError:
-        logging.warning(
-            "%s has no jaxlm sentencepiece model; a run continuing from it must bring a tokenizer "
-            "with the same ids (config.data.tokenizer.path)",
-            hf_dir,
-        )
+    tokenizer = _carried_tokenizer(hf_dir)
     if tokenizer is not None:
+        config.data.tokenizer.kind = "hf" if isinstance(tokenizer, HFTokenizer) else "sentencepiece"
         config.data.tokenizer.path = tokenizer.save(os.path.abspath(os.path.join(out, layout.TOKENIZER_DIR)))
     checkpointer = Checkpointer(checkpoints)
     meta = CheckpointMeta(
@@ -94,8 +88,36 @@ def import_hf(hf_dir: str, out: str) -> str:
         checkpointer.close()
     with open(os.path.join(out, layout.CONFIG_FILE), "w") as f:
         f.write(config.to_json_best_effort(indent=2))
+    if config.data.tokenizer.kind == "hf":  # its own ids: a classifier can take them, pretraining not yet
+        command = (
+            f"python run_pretrain.py --config.finetune.task=classify --config.finetune.init_from={out} "
+            "--config.data.source=jsonl --config.data.path=TRAIN.jsonl --config.data.val_path=VALIDATION.jsonl "
+            f"--workdir={out.rstrip('/')}_classifier"
+        )
+        return f"imported {hf_dir} ({family}) into {checkpoints}/0; fine-tune a classifier from it with\n  {command}"
     command = continue_command(config, out)
     return f"imported {hf_dir} ({family}) into {checkpoints}/0; continue pretraining with\n  {command}"
+
+
+def _carried_tokenizer(hf_dir: str) -> SentencePieceTokenizer | HFTokenizer | None:
+    """The tokenizer an HF folder brings: a jaxlm export's sentencepiece model, else the folder's own
+    tokenizer.json (its ids and special tokens as the model was trained with them), else None."""
+    try:
+        return SentencePieceTokenizer.load(os.path.join(hf_dir, SentencePieceTokenizer.FILENAME))
+    except DataError:
+        pass
+    path = os.path.join(hf_dir, "tokenizer.json")
+    if os.path.exists(path):
+        try:
+            return HFTokenizer.load(path)
+        except DataError as error:
+            logging.warning("%s: its tokenizer.json is not usable (%s)", hf_dir, error)
+    logging.warning(
+        "%s has no tokenizer jaxlm can read; a run continuing from it must bring a tokenizer with the same ids "
+        "(config.data.tokenizer.path)",
+        hf_dir,
+    )
+    return None
 
 
 def continue_command(config: ml_collections.ConfigDict, imported: str) -> str:
@@ -108,5 +130,7 @@ def continue_command(config: ml_collections.ConfigDict, imported: str) -> str:
     if config.data.next_sentence:
         flags.append("--config.data.next_sentence=True")
     if config.data.tokenizer.path:
+        if config.data.tokenizer.kind != "sentencepiece":
+            flags.append(f"--config.data.tokenizer.kind={config.data.tokenizer.kind}")
         flags.append(f"--config.data.tokenizer.path={config.data.tokenizer.path}")
     return "python run_pretrain.py " + " ".join(flags)

@@ -64,6 +64,7 @@ class ExampleBatches(TrainBatches):
     def __init__(
         self,
         rows_NxL: np.ndarray,
+        lengths_N: np.ndarray,
         labels_N: np.ndarray,
         *,
         batch_size: int,
@@ -72,7 +73,7 @@ class ExampleBatches(TrainBatches):
         fingerprint_parts: dict,
     ):
         # TrainBatches' state without its token stream: what host_batch, _epoch, state and restore read.
-        self.rows_NxL, self.labels_N = rows_NxL, labels_N
+        self.rows_NxL, self.lengths_N, self.labels_N = rows_NxL, lengths_N, labels_N
         self.num_rows = self.num_tokens = len(labels_N)
         self.batch_size, self.seq_len = batch_size, rows_NxL.shape[1]
         self.fingerprint, self.fingerprint_parts = fingerprint, fingerprint_parts
@@ -82,12 +83,16 @@ class ExampleBatches(TrainBatches):
     def _rows(self, epoch: int, index_R: np.ndarray) -> dict[str, np.ndarray]:
         _, order_R = self._epoch(epoch)
         picked = order_R[index_R]
-        return example_fields(self.rows_NxL[picked], self.labels_N[picked], np.ones(len(picked), np.float32))
+        return example_fields(
+            self.rows_NxL[picked], self.lengths_N[picked], self.labels_N[picked], np.ones(len(picked), np.float32)
+        )
 
 
-def example_fields(rows_RxL: np.ndarray, labels_R: np.ndarray, weights_R: np.ndarray) -> dict[str, np.ndarray]:
-    """The batch fields of whole example rows (pad id 0 after each text's ids)."""
-    real_RxL = rows_RxL != 0
+def example_fields(
+    rows_RxL: np.ndarray, lengths_R: np.ndarray, labels_R: np.ndarray, weights_R: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The batch fields of whole example rows: each text's `lengths_R` ids, then the tokenizer's pad id."""
+    real_RxL = np.arange(rows_RxL.shape[1]) < lengths_R[:, None]
     targets_RxL = np.zeros_like(rows_RxL)
     targets_RxL[:, 0] = labels_R
     weights_RxL = np.zeros(rows_RxL.shape, np.float32)
@@ -101,15 +106,17 @@ def example_fields(rows_RxL: np.ndarray, labels_R: np.ndarray, weights_R: np.nda
     }
 
 
-def _encode(texts: list[str], tokenizer: Tokenizer, seq_len: int, bert: bool) -> tuple[np.ndarray, int]:
-    """[N, seq_len] rows of ids (0-padded) and how many texts were cut."""
-    rows_NxL = np.zeros((len(texts), seq_len), np.int32)
+def _encode(texts: list[str], tokenizer: Tokenizer, seq_len: int, bert: bool) -> tuple[np.ndarray, np.ndarray, int]:
+    """[N, seq_len] rows of ids (padded with the tokenizer's pad id), each row's length [N], and how many texts
+    were cut."""
+    rows_NxL = np.full((len(texts), seq_len), tokenizer.pad_id, np.int32)
+    lengths_N = np.zeros(len(texts), np.int32)
     cut = 0
     for i, ids in enumerate(tokenizer.encode_batch(texts)):
         row, was_cut = frame(ids, seq_len, bos_id=tokenizer.bos_id if bert else None, eos_id=tokenizer.eos_id)
-        rows_NxL[i, : len(row)] = row
+        rows_NxL[i, : len(row)], lengths_N[i] = row, len(row)
         cut += was_cut
-    return rows_NxL, cut
+    return rows_NxL, lengths_N, cut
 
 
 def _label_indices(names: list[str], labels: tuple[str, ...], where: str) -> np.ndarray:
@@ -145,14 +152,14 @@ def build_classification_data(
             f"config.data.path={data.path!r}: {len(labels)} label(s) ({', '.join(labels)}); a classifier needs "
             "two or more"
         )
-    rows_NxL, cut = _encode(texts, tokenizer, data.seq_len, bert)
+    rows_NxL, lengths_N, cut = _encode(texts, tokenizer, data.seq_len, bert)
     labels_N = _label_indices(names, labels, f"config.data.path={data.path!r}")
     val_batches, val_text = [], "no validation (set data.val_path)"
     if data.val_path:
         val_texts, val_names = read_labelled(data.val_path, data.text_field, data.label_field, "config.data.val_path")
-        val_rows, val_cut = _encode(val_texts, tokenizer, data.seq_len, bert)
+        val_rows, val_lengths, val_cut = _encode(val_texts, tokenizer, data.seq_len, bert)
         val_labels = _label_indices(val_names, labels, f"config.data.val_path={data.val_path!r}")
-        val_batches = _val_batches(val_rows, val_labels, data.batch_size, max_val_batches)
+        val_batches = _val_batches(val_rows, val_lengths, val_labels, data.batch_size, max_val_batches)
         val_text = f"validation {len(val_texts)} texts ({val_cut} cut)"
     digest = hashlib.sha256(json.dumps([texts, names]).encode()).hexdigest()
     parts = {
@@ -172,7 +179,13 @@ def build_classification_data(
         + f" | {cut} cut to seq_len={data.seq_len} | {val_text} | tokenizer {tokenizer.describe()}"
     )
     train = ExampleBatches(
-        rows_NxL, labels_N, batch_size=data.batch_size, seed=seed, fingerprint=fingerprint, fingerprint_parts=parts
+        rows_NxL,
+        lengths_N,
+        labels_N,
+        batch_size=data.batch_size,
+        seed=seed,
+        fingerprint=fingerprint,
+        fingerprint_parts=parts,
     )
     return Data(
         tokenizer=tokenizer,
@@ -184,7 +197,9 @@ def build_classification_data(
     )
 
 
-def _val_batches(rows_NxL: np.ndarray, labels_N: np.ndarray, batch_size: int, max_batches: int) -> list[dict]:
+def _val_batches(
+    rows_NxL: np.ndarray, lengths_N: np.ndarray, labels_N: np.ndarray, batch_size: int, max_batches: int
+) -> list[dict]:
     """Every validation text once, in order; the last batch filled with weight-0 copies of the first text."""
     batches = []
     for start in range(0, len(labels_N), batch_size):
@@ -193,5 +208,5 @@ def _val_batches(rows_NxL: np.ndarray, labels_N: np.ndarray, batch_size: int, ma
         picked = np.arange(start, start + batch_size)
         real = picked < len(labels_N)
         picked = np.where(real, picked, 0)
-        batches.append(example_fields(rows_NxL[picked], labels_N[picked], real.astype(np.float32)))
+        batches.append(example_fields(rows_NxL[picked], lengths_N[picked], labels_N[picked], real.astype(np.float32)))
     return batches

@@ -224,6 +224,7 @@ def _take_the_pretrained_model(config: ml_collections.ConfigDict, newest: Checkp
             section, name = field.split(".")
             if section == "model":
                 config.model[name] = pretrained.model[name]
+        config.data.tokenizer.kind = pretrained.data.tokenizer.kind  # the ids come with the encoder
         _say(
             f"init  | the {pretrained.model.family} encoder of {config.finetune.init_from} step {meta.step} "
             f"({pretrained.model.num_layers} layers, width {pretrained.model.width}); its model section replaces "

