@@ -90,9 +90,7 @@ def base_config() -> ml_collections.ConfigDict:  # long: the one table, a line p
     c.data.next_sentence = False  # bert only: BERT's sentence pairs + next-sentence prediction (off, as RoBERTa).
     c.data.prefetch = 2  # Batches each host prepares ahead in a background thread (0 = none).
     c.data.tokenizer = ml_collections.ConfigDict()
-    c.data.tokenizer.kind = (
-        "sentencepiece"  # "sentencepiece" (trained/loaded), "char" (per character), "hf" (tokenizer.json, classify).
-    )
+    c.data.tokenizer.kind = "sentencepiece"  # "sentencepiece" (trained/loaded), "char", "hf" (a tokenizer.json).
     c.data.tokenizer.path = ""  # A sentencepiece .model to load; empty = train one and cache it in the workdir.
     c.data.tokenizer.model_type = "bpe"  # Sentencepiece algorithm when training: "bpe", "unigram" or "char".
     c.data.tokenizer.vocab_size = 2048  # Sentencepiece vocabulary size when training (specials included).
