@@ -120,7 +120,7 @@ def base_config() -> ml_collections.ConfigDict:  # long: the one table, a line p
     c.train.end_learning_rate = 3e-4  # Learning rate at the last step (cosine, linear and wsd).
     c.train.decay_fraction = 0.2  # With decay="wsd": the share of train.steps the final cool-down takes.
     c.train.wsd_decay = "linear"  # With decay="wsd": the cool-down's shape, "linear" or "1-sqrt".
-    c.train.optimizer = "adamw"  # "adamw", "lamb" (BERT's at 32k batches), "adafactor" (T5's; factored second moments), "muon" (blocks' matrices; AdamW for the rest), "sgd" (momentum b1).
+    c.train.optimizer = "adamw"  # "adamw", "lamb" (BERT's at 32k batches), "adafactor" (T5's; factored second moments), "muon" (blocks' matrices; Adam for the rest), "sgd" (momentum b1).
     c.train.b1 = 0.9  # AdamW/LAMB beta1 (Muon: of its AdamW part; SGD: the momentum).
     c.train.b2 = 0.95  # AdamW/LAMB beta2 (Muon: of its AdamW part).
     c.train.eps = 1e-8  # AdamW/LAMB epsilon.
@@ -456,7 +456,9 @@ def objective(config: ml_collections.ConfigDict) -> str:
 
 def labels(config: ml_collections.ConfigDict) -> tuple[str, ...]:
     """The classifier's label names, in head order (empty for pretraining, or before the data fills them in)."""
-    return tuple(name for name in config.finetune.labels.split(",") if name) if config.finetune.task else ()
+    if not config.finetune.task:
+        return ()
+    return tuple(name.strip() for name in config.finetune.labels.split(",") if name.strip())
 
 
 def data_arguments(config: ml_collections.ConfigDict) -> dict:

@@ -131,9 +131,11 @@ def _label_indices(names: list[str], labels: tuple[str, ...], where: str) -> np.
 
 
 def training_labels(data: ml_collections.ConfigDict) -> tuple[str, ...]:
-    """The sorted label names of the training texts (what finetune.labels="" means)."""
+    """The label names of the training texts, sorted (what finetune.labels="" means): as numbers when every
+    label is an integer (so label 2 is head index 2 of 0..10, not after "10"), else as text."""
     _, names = read_labelled(data.path, data.text_field, data.label_field, "config.data.path")
-    return tuple(sorted(set(names)))
+    numeric = all(name.lstrip("-").isdigit() for name in names)
+    return tuple(sorted(set(names), key=int if numeric else None))
 
 
 def build_classification_data(

@@ -67,6 +67,11 @@ def main(argv: list[str]) -> int:
     except CheckpointError as error:
         cli.fail(str(error))
     tokenizer, model_cfg = run.tokenizer, run.model_cfg
+    if model_cfg.num_labels:
+        cli.fail(
+            f"{fv.workdir} is a classifier (finetune.task={run.config.finetune.task!r}), which labels text rather "
+            "than writing it; export it with python -m jaxlm.export and load it as AutoModelForSequenceClassification"
+        )
     if tokenizer is None:
         cli.fail(f"{fv.workdir}: the checkpoint carries no tokenizer, and none is in its tokenizer/ folder")
     graphdef = inference_graphdef(model_cfg)

@@ -204,34 +204,40 @@ def _source_run(config: ml_collections.ConfigDict) -> tuple[str, str]:
 
 
 def _take_the_pretrained_model(config: ml_collections.ConfigDict, newest: CheckpointMeta | None) -> None:
-    """A classifier's model section is its pretrained encoder's (from finetune.init_from), and its labels the
-    training data's when finetune.labels is empty; both are written into `config`, so config.json and the
-    checkpoints say what was trained."""
-    if config.finetune.init_from and newest is None:
-        meta = _restore_from_meta(config.finetune.init_from)
-        if meta is None:
-            raise CheckpointError(
-                f"finetune.init_from={config.finetune.init_from!r}: no readable checkpoint there; give the "
-                "--workdir of a jaxlm pretraining run (or an import made with python -m jaxlm.export --from_hf)"
-            )
-        pretrained = config_lib.config_from_json(meta.config_json)
-        if pretrained.finetune.task:
-            raise CheckpointError(
-                f"finetune.init_from={config.finetune.init_from!r}: step {meta.step} is already a classifier; "
-                "start from the pretraining run it came from"
-            )
+    """A classifier's model section is its pretrained encoder's (from finetune.init_from; resuming, from its own
+    checkpoint, which recorded it), and its labels the training data's when finetune.labels is empty; both are
+    written into `config`, so config.json and the checkpoints say what was trained. The config is checked again
+    with them (data.seq_len against the encoder's positions, say)."""
+    if config.finetune.init_from:
+        if newest is not None:
+            source, where = config_lib.config_from_json(newest.config_json), f"this run's step {newest.step}"
+        else:
+            meta = _restore_from_meta(config.finetune.init_from)
+            if meta is None:
+                raise CheckpointError(
+                    f"finetune.init_from={config.finetune.init_from!r}: no readable checkpoint there; give the "
+                    "--workdir of a jaxlm pretraining run (or an import made with python -m jaxlm.export --from_hf)"
+                )
+            source, where = config_lib.config_from_json(meta.config_json), f"step {meta.step}"
+            if source.finetune.task:
+                raise CheckpointError(
+                    f"finetune.init_from={config.finetune.init_from!r}: step {meta.step} is already a classifier; "
+                    "start from the pretraining run it came from"
+                )
+            if source.model.max_len == -1:  # the positions it learned: its seq_len's
+                source.model.max_len = source.data.seq_len
         for field in config_lib.PARAMETER_FIELDS:
             section, name = field.split(".")
             if section == "model":
-                config.model[name] = pretrained.model[name]
-        config.data.tokenizer.kind = pretrained.data.tokenizer.kind  # the ids come with the encoder
+                config.model[name] = source.model[name]
+        config.data.tokenizer.kind = source.data.tokenizer.kind  # the ids come with the encoder
         _say(
-            f"init  | the {pretrained.model.family} encoder of {config.finetune.init_from} step {meta.step} "
-            f"({pretrained.model.num_layers} layers, width {pretrained.model.width}); its model section replaces "
-            "this config's"
+            f"init  | the {source.model.family} encoder of {config.finetune.init_from} ({where}: "
+            f"{source.model.num_layers} layers, width {source.model.width}); its model section replaces this config's"
         )
     if not config.finetune.labels:
         config.finetune.labels = ",".join(training_labels(config.data))
+    config_lib.validate(config)
 
 
 def _classification_data(config: ml_collections.ConfigDict, workdir: str, tokenizer: Tokenizer | None) -> Data:

@@ -93,15 +93,47 @@ def muon_dimensions(params: dict) -> dict:
     return jax.tree_util.tree_map_with_path(dimensions, params)
 
 
+def _trust_ratio(update: jax.Array, param: jax.Array, axes: tuple[int, ...] | None) -> jax.Array:
+    """LAMB's ||param|| / ||update|| scaling over `axes` (1 where either norm is 0), as optax's
+    scale_by_trust_ratio computes it for a whole leaf."""
+    param_norm = jnp.sqrt(jnp.sum(jnp.square(param), axis=axes, keepdims=True))
+    update_norm = jnp.sqrt(jnp.sum(jnp.square(update), axis=axes, keepdims=True))
+    ratio = jnp.where((param_norm == 0) | (update_norm == 0), 1.0, param_norm / update_norm)
+    return update * ratio
+
+
+def _clip_rms(update: jax.Array, param: jax.Array, axes: tuple[int, ...] | None) -> jax.Array:
+    """Adafactor's update clipping: divided by max(1, RMS over `axes`), as optax's clip_by_block_rms(1.0)."""
+    del param
+    rms = jnp.sqrt(jnp.mean(jnp.square(update), axis=axes, keepdims=True))
+    return update / jnp.maximum(1.0, rms)
+
+
+def _per_layer(fn) -> optax.GradientTransformation:
+    """`fn(update, param, axes)` over each matrix: the blocks' leaves are stacked [layers, ...], so their axes
+    exclude the first (one norm per layer, as for unstacked layers); every other leaf is one matrix."""
+
+    def update(updates, state, params=None):
+        def one(path, u, p):
+            stacked = getattr(path[0], "key", None) == "blocks" and u.ndim > 1
+            return fn(u, p, tuple(range(1, u.ndim)) if stacked else None)
+
+        return jax.tree_util.tree_map_with_path(one, updates, params), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def _direction(train: ml_collections.ConfigDict, params: dict) -> optax.GradientTransformation:
     """The optimizer's update direction before weight decay and the learning rate (AdamW and LAMB keep optax's
     own aliases, so their state is what optax.adamw and optax.lamb make)."""
     if train.optimizer == "adafactor":  # T5's: factored second moments, update clipping, no first moment
-        # optax.adafactor's own chain without its learning rate, parameter scaling and sign flip.
-        return optax.chain(optax.scale_by_factored_rms(), optax.clip_by_block_rms(1.0))
+        # optax.adafactor's own chain without its learning rate, parameter scaling and sign flip; the update
+        # clipped per matrix (per layer of the stacked blocks), as T5 clips.
+        return optax.chain(optax.scale_by_factored_rms(), _per_layer(_clip_rms))
     if train.optimizer == "muon":
         # learning_rate=-1 gives the bare direction (optax scales by -lr); consistent_rms=0.2 makes the
         # matrices' updates as large as AdamW's, so that one learning rate and weight decay serve both groups.
+        # optax gives the other group Adam with Nesterov momentum (NAdam), as it does the matrices.
         return muon(
             -1.0,
             beta=train.muon_momentum,
@@ -129,9 +161,12 @@ def make_optimizer(
         optimizer = optax.adamw(
             schedule, b1=train.b1, b2=train.b2, eps=train.eps, weight_decay=train.weight_decay, mask=mask
         )
-    elif train.optimizer == "lamb":  # AdamW's direction scaled per parameter by ||param|| / ||update||
-        optimizer = optax.lamb(
-            schedule, b1=train.b1, b2=train.b2, eps=train.eps, weight_decay=train.weight_decay, mask=mask
+    elif train.optimizer == "lamb":  # optax.lamb's chain, its trust ratio per layer of the stacked blocks
+        optimizer = optax.chain(
+            optax.scale_by_adam(b1=train.b1, b2=train.b2, eps=train.eps),
+            optax.add_decayed_weights(train.weight_decay, mask),
+            _per_layer(_trust_ratio),
+            optax.scale_by_learning_rate(schedule),
         )
     else:  # decoupled weight decay, as AdamW's: lr x weight_decay x param
         optimizer = optax.chain(

@@ -159,7 +159,10 @@ def make_train_step(
         loss, grad_norm = sums["loss_sum"] / total_weight, optax.tree.norm(grads)
         # The new state too: a finite gradient times a NaN learning rate (or an overflowing moment) makes
         # parameters that must never be saved as good.
-        finite = jnp.isfinite(loss) & (jnp.isfinite(grad_norm) | (scale is not None)) & all_finite((params, opt_state))
+        # A loss-scaled step's overflow is the scaler's to skip, unless the scale is already at its floor of 1:
+        # then the gradient itself is not finite, as without scaling.
+        grad_ok = jnp.isfinite(grad_norm) | (scale > 1.0) if scale is not None else jnp.isfinite(grad_norm)
+        finite = jnp.isfinite(loss) & grad_ok & all_finite((params, opt_state))
         if pairs:
             finite &= jnp.isfinite(sums["next_sentence_loss_sum"])
         if skip_nonfinite:

@@ -116,6 +116,17 @@ def test_a_pretrained_run_starts_the_classifier_and_it_exports_to_transformers(f
     assert f"init  | the {family} encoder of" in result.stdout
     assert "tokenizer | the one finetune.init_from's step 10 was trained with" in result.stdout
     assert f"{family} (classify)" in result.stdout
+    # The same command, longer, resumes: the model section comes from the run's own checkpoint this time.
+    more = _run(
+        tmp_path / "classifier",
+        *_classify_flags(tmp_path),
+        f"--config.finetune.init_from={tmp_path / 'pretrained'}",
+        "--config.model.family=llama",
+        "--config.train.steps=44",
+        "--config.eval.every=0",
+    )
+    assert more.returncode == 0, more.stderr
+    assert "resume | step 40" in more.stdout and "(this run's step 40:" in more.stdout
     pretrained, classifier = open_run(str(tmp_path / "pretrained")), open_run(str(tmp_path / "classifier"))
     assert classifier.tokenizer.fingerprint == pretrained.tokenizer.fingerprint
 
