@@ -13,6 +13,10 @@ Each ```bash block has one marker on the line before it:
 - `<!-- run by TARGET, ... -->`: a test (`tests/FILE.py::test_name`) or `.ci/run` runs the block's commands.
 - `<!-- not runnable here (REASON); covered by TARGET, ... -->`: the block needs what this machine lacks (a pod, a
   cluster, a download); the named tests run the same jaxlm commands and flags.
+
+The runnable blocks run in the tests' own environment; `test_a_new_reader_installs_and_runs_readme_in_order`
+instead installs as README says, in a fresh venv in a copy of the tracked files: the first command's
+`pip install -e .`, then the export section's `[hf]` extra, each before the commands that need it.
 """
 
 import ast
@@ -21,6 +25,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections import Counter
 
 import pytest
@@ -268,3 +273,93 @@ def test_the_first_command_trains_the_default_model(tmp_path):
     assert len(losses) >= 2 and losses[-1] < losses[0] - 1, result.stdout
     assert "\neval    450/450 | val_loss " in result.stdout
     assert "\nsample |\n" in result.stdout, result.stdout
+
+
+# A new reader's first run, shortened: the default model, a few steps (the 450-step run is the test above).
+READER_TRAIN_FLAGS = (
+    "--config.train.steps=30 --config.train.warmup_steps=5 --config.log.every=10 --config.eval.max_batches=2 "
+    "--config.sample.num_tokens=8"
+)
+
+
+def _section(title: str) -> str:
+    """README's text under `## title`, up to the next section."""
+    found = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", README, re.M | re.S)
+    assert found, f"README has no section {title!r}"
+    return found.group(1)
+
+
+def _tracked_copy(destination: str) -> None:
+    """The checkout's tracked files (`git ls-files`, as a clone holds them) copied to `destination`: no .venv,
+    no build outputs, no untracked files a reader would not have."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True)
+    if listed.returncode != 0:
+        pytest.skip(f"not a git checkout: {listed.stderr.decode().strip()}")
+    for name in listed.stdout.decode().split("\0"):
+        if name and os.path.isfile(os.path.join(ROOT, name)):  # a tracked file deleted in the work tree is gone
+            os.makedirs(os.path.join(destination, os.path.dirname(name)), exist_ok=True)
+            shutil.copy2(os.path.join(ROOT, name), os.path.join(destination, name))
+
+
+def _reader_shell(script: str, cwd: str) -> subprocess.CompletedProcess:
+    """`script` in bash as a reader's terminal runs it: no XLA flags of the tests, `python3` the interpreter the
+    tests run on (so the venv README creates has a Python jaxlm supports)."""
+    env = _env(optimized=True)
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]
+    for name in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"):
+        env.pop(name, None)
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=1200
+    )
+    result.args = script
+    return result
+
+
+def _ok(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, f"{result.args}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_a_new_reader_installs_and_runs_readme_in_order(tmp_path):
+    """README top to bottom in a fresh copy of the tracked files, with only what README installs: the first
+    command (venv, `pip install -e .`, the default run, shortened), then the export as the export section
+    shows it: first as a reader runs it right after the first command (one line naming the extra, nothing
+    written), then after the `[hf]` install that section names; the export loads in `transformers`."""
+    checkout = str(tmp_path / "jaxlm")
+    _tracked_copy(checkout)
+    assert not os.path.exists(os.path.join(checkout, ".venv"))
+
+    [first] = _commands(BLOCKS[0]["text"])
+    assert "tests/test_readme.py::test_a_new_reader_installs_and_runs_readme_in_order" in _targets(BLOCKS[0])
+    parts = first.split(" && ")
+    assert parts[-1] == "python run_pretrain.py" and all(INSTALL.match(part) for part in parts[:-1]), first
+    stdout = _ok(_reader_shell(f"{first} {READER_TRAIN_FLAGS}", checkout))
+    losses = [float(parse_line(line)["loss"]) for line in stdout.splitlines() if line.startswith("step ")]
+    assert len(losses) == 3 and losses[-1] < losses[0], stdout
+    assert "\ndone  | 30 steps in " in stdout and "\nsample |\n" in stdout, stdout
+    where = _ok(_reader_shell('. .venv/bin/activate && python -c "import jaxlm; print(jaxlm.__file__)"', checkout))
+    assert where.strip() == os.path.join(checkout, "jaxlm", "__init__.py")  # the copy's code, not the tests'
+
+    section = _section("Export to Hugging Face and generate")
+    [block] = [b for b in BLOCKS if b["section"] == "Export to Hugging Face and generate"]
+    export = next(c for c in _commands(block["text"]) if c.startswith("python -m jaxlm.export --workdir="))
+    export = re.sub(r"\s+#.*$", "", export)
+    assert "--workdir=runs/default " in export, export  # the run the first command made
+    out = os.path.join(checkout, re.search(r"--out=(\S+)", export)[1])
+    [hf_install] = re.findall(r"`(pip install [^`]*\[hf\][^`]*)`", section)
+
+    missing = _reader_shell(f". .venv/bin/activate && {export}", checkout)
+    assert missing.returncode == 2, f"{missing.stdout}\n{missing.stderr}"
+    assert hf_install in missing.stderr and len(missing.stderr.strip().splitlines()) == 1, missing.stderr
+    assert not os.path.exists(out), os.listdir(out)  # a failed export leaves no half-written folder
+
+    stdout = _ok(_reader_shell(f". .venv/bin/activate && {hf_install} && {export}", checkout))
+    assert "exported " in stdout, stdout
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    model = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(out)
+    with torch.no_grad():
+        logits = model(**tokenizer("The default value", return_tensors="pt")).logits
+    assert logits.shape[-1] == model.config.vocab_size and torch.isfinite(logits).all()

@@ -2,7 +2,8 @@
 
 Every source is read afresh by `documents()` (a generator, so a large corpus streams) and carries a
 cheap `identity` (paths with sizes and mtimes, a TFDS name and version, ...) that keys the caches
-in the workdir. Undecodable bytes are replaced with U+FFFD and counted in `replaced`, never fatal.
+in the workdir. Undecodable bytes are replaced with U+FFFD and counted in `replaced`, never fatal; a file
+with more than `BINARY_SHARE` of them is named in a warning of its own (it is most likely not text).
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ log = logging.getLogger(__name__)
 _GLOB_CHARS = frozenset("*?[")
 SOURCES = ("builtin", "text", "jsonl", "tfds")  # config.data.source; select.py opens each
 DOCUMENT_UNITS = ("file", "line", "paragraph")
+# Above this share of undecodable sequences per byte, a file is warned about on a line of its own: text with a
+# stray bad byte stays a count in the data summary, but a binary file (a .so: 3%, random bytes: 40%) trains
+# silently on noise otherwise.
+BINARY_SHARE = 0.01
 
 
 class Source(abc.ABC):
@@ -95,6 +100,7 @@ class _FileSource(Source):
         self.field = f"{field}={pattern!r}"
         self.files = _matching_files(pattern, field)
         self._warned: set[str] = set()  # files whose undecodable bytes were reported
+        self._bytes = 0  # bytes decoded in the current read, to weigh `replaced` against
         stats = [os.stat(path) for path in self.files]
         self.identity = {
             "kind": kind,
@@ -108,6 +114,7 @@ class _FileSource(Source):
 
     def _decode(self, raw: bytes) -> str:
         text = raw.decode("utf-8", errors="replace")
+        self._bytes += len(raw)
         # Valid U+FFFD characters in the file decode to themselves; only the excess are replacements.
         self.replaced += text.count("\ufffd") - raw.count("\ufffd".encode())
         return text
@@ -122,15 +129,28 @@ class _FileSource(Source):
         """Every non-empty document of every file, in path order."""
         self.replaced = 0
         for path in self.files:
-            before = self.replaced
+            replaced, read = self.replaced, self._bytes
             yield from self._file_documents(path)
-            if self.replaced > before and path not in self._warned:  # once, not on every pass over the file
+            if self.replaced > replaced and path not in self._warned:  # once, not on every pass over the file
                 self._warned.add(path)
-                log.warning(
-                    "%s: %d undecodable byte sequence(s) replaced with U+FFFD (file is not valid UTF-8)",
-                    path,
-                    self.replaced - before,
-                )
+                self._report(path, self.replaced - replaced, self._bytes - read)
+
+    def _report(self, path: str, replaced: int, read: int) -> None:
+        """A warning line for a file that looks binary; below the share, an info note only (the data summary
+        counts the replacements). A replaced sequence is one or more bytes, so the share is a lower bound."""
+        share = replaced / max(read, 1)
+        if share > BINARY_SHARE:
+            log.warning(
+                "%s: at least %s of its %s bytes (%.1f%%) are not UTF-8 and were replaced with U+FFFD: it looks "
+                "like a binary file, not text; check %s",
+                path,
+                f"{replaced:,}",
+                f"{read:,}",
+                100 * share,
+                self.field,
+            )
+        else:
+            log.info("%s: %d undecodable byte sequence(s) replaced with U+FFFD", path, replaced)
 
     @abc.abstractmethod
     def _file_documents(self, path: str) -> Iterator[str]:

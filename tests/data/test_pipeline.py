@@ -1,9 +1,14 @@
 """Tests for jaxlm/data/pipeline.py: the batch contract, determinism, epochs, splits and errors."""
 
+import glob
 import json
 import logging
+import os
+import re
+import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -223,12 +228,33 @@ def test_jsonl_with_undecodable_bytes_and_max_documents(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         data = build_data(_config(source="jsonl", path=str(tmp_path / "a.jsonl"), tokenizer__kind="char"))
     assert "301 document(s)" in data.summary and "1 undecodable byte sequence(s) replaced" in data.summary
-    # Read twice (tokenizer, then tokens), reported once.
-    assert caplog.text.count("undecodable byte sequence(s) replaced with U+FFFD") == 1
+    # One stray byte in 30 KB is a count in the summary, not a warning of its own.
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
     bounded = build_data(
         _config(source="jsonl", path=str(tmp_path / "a.jsonl"), tokenizer__kind="char", max_documents=250)
     )
     assert "250 document(s)" in bounded.summary and "replaced with U+FFFD" not in bounded.summary
+
+
+def test_a_binary_file_as_corpus_is_warned_about_on_a_line_of_its_own(tmp_path, caplog):
+    """A shared library read as text: its undecodable bytes are named once, apart from the summary line."""
+    dynload = sysconfig.get_config_var("DESTSHARED") or ""
+    libraries = sorted(glob.glob(os.path.join(dynload, "*.so")), key=os.path.getsize)
+    if not libraries:
+        pytest.skip(f"no shared library in {dynload!r} to read as a corpus")
+    corpus = tmp_path / "corpus.txt"
+    shutil.copyfile(libraries[0], corpus)  # the smallest, some 25 KB
+    with caplog.at_level(logging.INFO):
+        data = build_data(_config(source="text", path=str(corpus), tokenizer__kind="char", seq_len=32, batch_size=2))
+    # Read twice (tokenizer, then tokens), warned once, on a line that says what the file looks like.
+    [warning] = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+    share = re.fullmatch(
+        rf"{re.escape(str(corpus))}: at least [\d,]+ of its [\d,]+ bytes \(([\d.]+)%\) are not UTF-8 and were "
+        rf"replaced with U\+FFFD: it looks like a binary file, not text; check config\.data\.path='.*'",
+        warning,
+    )
+    assert share and float(share[1]) > 1, warning
+    assert "undecodable byte sequence(s) replaced with U+FFFD" in data.summary  # the summary still counts them
 
 
 def test_empty_corpus_names_the_path(tmp_path):
