@@ -21,6 +21,7 @@ import numpy as np
 
 from jaxlm import config as config_lib
 from jaxlm.data.caches import TOKENIZER_DIR
+from jaxlm.data.errors import DataError
 from jaxlm.data.pipeline import Data, build_data
 from jaxlm.data.select import train_source
 from jaxlm.data.tokenizer import Tokenizer
@@ -236,7 +237,13 @@ def _take_the_pretrained_model(config: ml_collections.ConfigDict, newest: Checkp
             f"{source.model.num_layers} layers, width {source.model.width}); its model section replaces this config's"
         )
     if not config.finetune.labels:
-        config.finetune.labels = ",".join(training_labels(config.data))
+        found = training_labels(config.data)
+        if len(found) < 2:  # named here: finetune.labels was not set by the user
+            raise DataError(
+                f"config.data.path={config.data.path!r}: {len(found)} label(s) ({', '.join(found)}); a classifier "
+                "needs two or more"
+            )
+        config.finetune.labels = ",".join(found)
     config_lib.validate(config)
 
 
